@@ -1,0 +1,147 @@
+//! The wasm engine: wasmtime configured for deterministic, capturable tasks.
+//!
+//! This module owns the one place where wasmtime is configured (NaN
+//! canonicalisation on, features whose state we cannot capture off, epoch
+//! interruption for `--max-step-time`), the epoch ticker thread, and
+//! compilation of prepared modules into [`Program`]s that can be
+//! instantiated many times. It does not run tasks ([`crate::task`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::{Config, Linker, OptLevel, Strategy};
+
+use crate::digest::Digest;
+use crate::module::{self, PreparedModule, Shape};
+use crate::task::StoreData;
+use crate::wasi;
+use crate::TaskError;
+
+/// How often the epoch ticker advances the engine's epoch; the resolution
+/// of `--max-step-time`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A wasmtime engine set up for baton tasks, with its epoch ticker.
+///
+/// Create one per process and share it (it is cheap to clone); compiled
+/// [`Program`]s belong to the engine that compiled them.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: wasmtime::Engine,
+    linker: Linker<StoreData>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// Creates the engine and starts its epoch ticker thread.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Engine`] if wasmtime rejects the configuration or the
+    /// ticker thread cannot be started.
+    pub fn new() -> Result<Engine, TaskError> {
+        let mut config = Config::new();
+        config
+            .strategy(Strategy::Cranelift)
+            .cranelift_opt_level(OptLevel::Speed)
+            // Same bits for NaN results on every CPU: part of determinism.
+            .cranelift_nan_canonicalization(true)
+            .epoch_interruption(true)
+            // Threads are compiled out of this wasmtime (no `threads`
+            // feature); the rest are turned off explicitly.
+            .wasm_multi_memory(false)
+            .wasm_memory64(false)
+            .wasm_gc(false);
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| TaskError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker, |d: &mut StoreData| &mut d.host)
+            .map_err(|e| TaskError::Engine(format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tick_engine, tick_stop) = (engine.clone(), stop.clone());
+        thread::Builder::new()
+            .name("baton-epoch".to_string())
+            .spawn(move || {
+                while !tick_stop.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    tick_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| TaskError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                stop,
+            }),
+        })
+    }
+
+    /// Validates, prepares and compiles a module.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Module`] naming what is wrong with the module, or
+    /// [`TaskError::Compile`] if compilation fails.
+    pub fn load(&self, bytes: &[u8]) -> Result<Program, TaskError> {
+        let prepared = module::prepare(bytes, wasi::PROVIDED)?;
+        let module = wasmtime::Module::new(&self.inner.engine, prepared.bytes())
+            .map_err(|e| TaskError::Compile(format!("{e:#}")))?;
+        Ok(Program {
+            inner: Arc::new(ProgramInner { prepared, module }),
+        })
+    }
+
+    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<StoreData> {
+        &self.inner.linker
+    }
+}
+
+/// A compiled, prepared module: instantiate it with
+/// [`Task::create`](crate::Task::create) or
+/// [`Task::restore`](crate::Task::restore). Cheap to clone.
+#[derive(Clone)]
+pub struct Program {
+    inner: Arc<ProgramInner>,
+}
+
+struct ProgramInner {
+    prepared: PreparedModule,
+    module: wasmtime::Module,
+}
+
+impl Program {
+    /// The module's content digest (of the bytes the user supplied).
+    pub fn digest(&self) -> Digest {
+        self.inner.prepared.digest()
+    }
+
+    /// The task shape.
+    pub fn shape(&self) -> Shape {
+        self.inner.prepared.shape()
+    }
+
+    pub(crate) fn prepared(&self) -> &PreparedModule {
+        &self.inner.prepared
+    }
+
+    pub(crate) fn module(&self) -> &wasmtime::Module {
+        &self.inner.module
+    }
+}

@@ -1,0 +1,494 @@
+//! Module loading and preparation.
+//!
+//! This module owns the step from "bytes a user handed us" to "a core wasm
+//! module baton can run and capture completely": validation, recognition of
+//! the task shapes of the guest ABI (DESIGN §3), rejection of everything else
+//! with one clear error, and the rewrite that exports every mutable global
+//! under a reserved name so that state capture sees globals the module keeps
+//! private (clang's `__stack_pointer` is the usual one).
+//!
+//! It must not compile or instantiate anything (that is [`crate::engine`]) and
+//! knows nothing of the WASI host beyond the list of import names it provides.
+
+use std::ops::Range;
+
+use wasm_encoder::{ExportKind, ExportSection, RawSection};
+use wasmparser::{
+    CompositeInnerType, ExternalKind, Operator, Parser, Payload, TypeRef, ValType, Validator,
+    WasmFeatures,
+};
+
+use crate::digest::Digest;
+
+/// The import module every WASI preview1 function comes from.
+pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+/// Prefix of the export names baton adds for mutable globals; a module may
+/// not export names of its own that start with it.
+pub const GLOBAL_EXPORT_PREFIX: &str = "__baton_global_";
+
+/// Largest module accepted, in bytes. Modules are held in memory and sent
+/// over the network; anything this large is almost certainly a mistake.
+pub const MAX_MODULE_BYTES: usize = 256 * 1024 * 1024;
+
+/// How a prepared module is driven (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Exports `baton_step: [] -> [i32]`; each return is a point.
+    Step {
+        /// Whether the module exports `_initialize`, called once at creation.
+        has_initialize: bool,
+    },
+    /// An ordinary WASI command (`_start`): it runs as a single step.
+    Command,
+}
+
+/// The value type of a captured global.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum GlobalKind {
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+    /// `f32`
+    F32,
+    /// `f64`
+    F64,
+    /// `v128`
+    V128,
+}
+
+/// A mutable global of the module, made capturable by an export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedGlobal {
+    /// Index of the global in the module's global index space.
+    pub index: u32,
+    /// Its value type.
+    pub kind: GlobalKind,
+    /// The name it is exported under in the prepared module.
+    pub export: String,
+}
+
+/// A module that passed validation and was rewritten for capture.
+#[derive(Clone, Debug)]
+pub struct PreparedModule {
+    digest: Digest,
+    shape: Shape,
+    bytes: Vec<u8>,
+    globals: Vec<CapturedGlobal>,
+}
+
+impl PreparedModule {
+    /// BLAKE3 digest of the module bytes as the user supplied them: the
+    /// module's content address.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// The task shape the module has.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The rewritten module, ready to compile.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The mutable globals captured as state, in index order.
+    pub fn globals(&self) -> &[CapturedGlobal] {
+        &self.globals
+    }
+}
+
+/// Why a module was rejected. Every message names the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The bytes do not start with the wasm magic number.
+    #[error("not a WebAssembly module (the file does not start with the bytes \\0asm)")]
+    NotWasm,
+    /// The bytes are a component, not a core module.
+    #[error("this is a WebAssembly component; baton runs core modules (wasm32-wasi preview1)")]
+    Component,
+    /// The module is larger than [`MAX_MODULE_BYTES`].
+    #[error("module is {size} bytes, more than the {max} bytes baton accepts")]
+    TooLarge {
+        /// Size of the module.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Validation failed: truncated, malformed or using unsupported features.
+    #[error("invalid module: {0}")]
+    Invalid(String),
+    /// The module imports something the host does not provide.
+    #[error("module imports `{module}::{name}`, which baton does not provide (only {WASI_MODULE} functions are available)")]
+    UnsupportedImport {
+        /// Import module name.
+        module: String,
+        /// Import field name.
+        name: String,
+    },
+    /// The module does not export a memory named `memory`.
+    #[error("module does not export its linear memory as `memory`; build it as a WASI reactor or command")]
+    NoMemory,
+    /// The module has more than one memory.
+    #[error("module has {0} memories; baton supports exactly one")]
+    ManyMemories(usize),
+    /// `baton_step` exists but has the wrong type.
+    #[error("`baton_step` has type {found}; it must be `[] -> [i32]`")]
+    BadStepType {
+        /// The type found, written as `[params] -> [results]`.
+        found: String,
+    },
+    /// `_initialize` or `_start` exists but has the wrong type.
+    #[error("`{name}` has type {found}; it must be `[] -> []`")]
+    BadEntryType {
+        /// Which export.
+        name: &'static str,
+        /// The type found.
+        found: String,
+    },
+    /// Neither `baton_step` nor `_start` is exported.
+    #[error("module exports neither `baton_step` (a step task) nor `_start` (a WASI command)")]
+    NoEntry,
+    /// The module uses something baton cannot capture or restore.
+    #[error("module uses {0}, which baton cannot checkpoint")]
+    Unsupported(String),
+}
+
+/// Validates `bytes`, recognises the task shape and returns the module
+/// rewritten so that every mutable global is exported.
+///
+/// `provided` lists the `wasi_snapshot_preview1` function names the host
+/// implements; any other import is rejected by name.
+///
+/// # Errors
+///
+/// A [`ModuleError`] naming the first problem found.
+pub fn prepare(bytes: &[u8], provided: &[&str]) -> Result<PreparedModule, ModuleError> {
+    if bytes.len() > MAX_MODULE_BYTES {
+        return Err(ModuleError::TooLarge {
+            size: bytes.len(),
+            max: MAX_MODULE_BYTES,
+        });
+    }
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(ModuleError::NotWasm);
+    }
+    if bytes[4..8] != [1, 0, 0, 0] {
+        if bytes[6..8] == [1, 0] {
+            return Err(ModuleError::Component);
+        }
+        return Err(ModuleError::Invalid(format!(
+            "unsupported binary version {:02x?}",
+            &bytes[4..8]
+        )));
+    }
+    let mut validator = Validator::new_with_features(features());
+    validator
+        .validate_all(bytes)
+        .map_err(|e| ModuleError::Invalid(e.to_string()))?;
+
+    let scan = Scan::run(bytes, provided)?;
+    let shape = scan.shape()?;
+    let rewritten = scan.rewrite(bytes)?;
+    Ok(PreparedModule {
+        digest: Digest::of(bytes),
+        shape,
+        bytes: rewritten,
+        globals: scan.captured,
+    })
+}
+
+/// The wasm features baton accepts: those whose state is memory, globals and
+/// host state. Threads (shared memory), multiple memories, 64-bit memories,
+/// GC and exceptions are off because their state cannot be captured between
+/// steps with this design.
+pub(crate) fn features() -> WasmFeatures {
+    let mut f = WasmFeatures::WASM2;
+    f.remove(WasmFeatures::THREADS);
+    f.remove(WasmFeatures::MULTI_MEMORY);
+    f.remove(WasmFeatures::MEMORY64);
+    f.remove(WasmFeatures::GC);
+    f.remove(WasmFeatures::EXCEPTIONS);
+    f.remove(WasmFeatures::COMPONENT_MODEL);
+    f
+}
+
+/// What one pass over a validated module learnt.
+#[derive(Default)]
+struct Scan {
+    /// Function types: (params, results).
+    types: Vec<(Vec<ValType>, Vec<ValType>)>,
+    /// Type index of every function, imports first.
+    func_types: Vec<u32>,
+    /// Exports as (name, kind, index).
+    exports: Vec<(String, ExternalKind, u32)>,
+    memories: usize,
+    imported_globals: u32,
+    captured: Vec<CapturedGlobal>,
+}
+
+impl Scan {
+    fn run(bytes: &[u8], provided: &[&str]) -> Result<Scan, ModuleError> {
+        let mut scan = Scan::default();
+        let invalid = |e: wasmparser::BinaryReaderError| ModuleError::Invalid(e.to_string());
+        for payload in Parser::new(0).parse_all(bytes) {
+            match payload.map_err(invalid)? {
+                Payload::TypeSection(reader) => {
+                    for group in reader {
+                        for sub in group.map_err(invalid)?.into_types() {
+                            match &sub.composite_type.inner {
+                                CompositeInnerType::Func(f) => {
+                                    scan.types.push((f.params().to_vec(), f.results().to_vec()))
+                                }
+                                _ => return Err(ModuleError::Unsupported("GC types".to_string())),
+                            }
+                        }
+                    }
+                }
+                Payload::ImportSection(reader) => {
+                    for import in reader.into_imports() {
+                        let import = import.map_err(invalid)?;
+                        let ok = import.module == WASI_MODULE
+                            && matches!(import.ty, TypeRef::Func(_))
+                            && provided.contains(&import.name);
+                        if !ok {
+                            return Err(ModuleError::UnsupportedImport {
+                                module: import.module.to_string(),
+                                name: import.name.to_string(),
+                            });
+                        }
+                        match import.ty {
+                            TypeRef::Func(t) => scan.func_types.push(t),
+                            TypeRef::Global(_) => scan.imported_globals += 1,
+                            TypeRef::Memory(_) => scan.memories += 1,
+                            _ => {}
+                        }
+                    }
+                }
+                Payload::FunctionSection(reader) => {
+                    for t in reader {
+                        scan.func_types.push(t.map_err(invalid)?);
+                    }
+                }
+                Payload::MemorySection(reader) => scan.memories += reader.count() as usize,
+                Payload::GlobalSection(reader) => {
+                    for (i, global) in reader.into_iter().enumerate() {
+                        let global = global.map_err(invalid)?;
+                        if !global.ty.mutable {
+                            continue;
+                        }
+                        let kind = match global.ty.content_type {
+                            ValType::I32 => GlobalKind::I32,
+                            ValType::I64 => GlobalKind::I64,
+                            ValType::F32 => GlobalKind::F32,
+                            ValType::F64 => GlobalKind::F64,
+                            ValType::V128 => GlobalKind::V128,
+                            ValType::Ref(_) => {
+                                return Err(ModuleError::Unsupported(
+                                    "a mutable reference-typed global".to_string(),
+                                ))
+                            }
+                        };
+                        let index = scan.imported_globals + i as u32;
+                        scan.captured.push(CapturedGlobal {
+                            index,
+                            kind,
+                            export: format!("{GLOBAL_EXPORT_PREFIX}{index}"),
+                        });
+                    }
+                }
+                Payload::ExportSection(reader) => {
+                    for export in reader {
+                        let export = export.map_err(invalid)?;
+                        if export.name.starts_with(GLOBAL_EXPORT_PREFIX) {
+                            return Err(ModuleError::Unsupported(format!(
+                                "the reserved export name `{}`",
+                                export.name
+                            )));
+                        }
+                        scan.exports
+                            .push((export.name.to_string(), export.kind, export.index));
+                    }
+                }
+                Payload::StartSection { .. } => {
+                    // A start function would run again on every restore.
+                    return Err(ModuleError::Unsupported(
+                        "a start section (use `_initialize` for set-up)".to_string(),
+                    ));
+                }
+                Payload::CodeSectionEntry(body) => {
+                    let mut ops = body.get_operators_reader().map_err(invalid)?;
+                    while !ops.eof() {
+                        if let Some(what) = uncapturable(&ops.read().map_err(invalid)?) {
+                            return Err(ModuleError::Unsupported(what.to_string()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if scan.memories > 1 {
+            return Err(ModuleError::ManyMemories(scan.memories));
+        }
+        Ok(scan)
+    }
+
+    fn export(&self, name: &str, kind: ExternalKind) -> Option<u32> {
+        self.exports
+            .iter()
+            .find(|(n, k, _)| n == name && *k == kind)
+            .map(|(_, _, i)| *i)
+    }
+
+    fn func_type(&self, func: u32) -> Option<&(Vec<ValType>, Vec<ValType>)> {
+        let t = *self.func_types.get(func as usize)?;
+        self.types.get(t as usize)
+    }
+
+    fn shape(&self) -> Result<Shape, ModuleError> {
+        if self.export("memory", ExternalKind::Memory).is_none() {
+            return Err(ModuleError::NoMemory);
+        }
+        let check_unit = |name: &'static str| -> Result<bool, ModuleError> {
+            let Some(f) = self.export(name, ExternalKind::Func) else {
+                return Ok(false);
+            };
+            match self.func_type(f) {
+                Some((p, r)) if p.is_empty() && r.is_empty() => Ok(true),
+                other => Err(ModuleError::BadEntryType {
+                    name,
+                    found: show_type(other),
+                }),
+            }
+        };
+        if let Some(f) = self.export("baton_step", ExternalKind::Func) {
+            match self.func_type(f) {
+                Some((p, r)) if p.is_empty() && r.as_slice() == [ValType::I32] => {}
+                other => {
+                    return Err(ModuleError::BadStepType {
+                        found: show_type(other),
+                    })
+                }
+            }
+            return Ok(Shape::Step {
+                has_initialize: check_unit("_initialize")?,
+            });
+        }
+        if check_unit("_start")? {
+            return Ok(Shape::Command);
+        }
+        Err(ModuleError::NoEntry)
+    }
+
+    /// Copies every section as it is, replacing (or inserting) the export
+    /// section with one that also exports each mutable global.
+    fn rewrite(&self, bytes: &[u8]) -> Result<Vec<u8>, ModuleError> {
+        let mut exports = ExportSection::new();
+        for (name, kind, index) in &self.exports {
+            exports.export(name, export_kind(*kind), *index);
+        }
+        for g in &self.captured {
+            exports.export(&g.export, ExportKind::Global, g.index);
+        }
+        let mut out = wasm_encoder::Module::new();
+        let mut exports_written = false;
+        let invalid = |e: wasmparser::BinaryReaderError| ModuleError::Invalid(e.to_string());
+        for payload in Parser::new(0).parse_all(bytes) {
+            let payload = payload.map_err(invalid)?;
+            let Some((id, range)) = section_of(&payload) else {
+                continue;
+            };
+            // Sections that must come after the export section (start,
+            // element, data count, code, data): insert it before the first.
+            if !exports_written && (id == 7 || matches!(id, 8 | 9 | 10 | 11 | 12)) {
+                out.section(&exports);
+                exports_written = true;
+            }
+            if id == 7 {
+                continue;
+            }
+            out.section(&RawSection {
+                id,
+                data: &bytes[range],
+            });
+        }
+        if !exports_written {
+            out.section(&exports);
+        }
+        let out = out.finish();
+        // The rewrite must produce a valid module; anything else is our bug,
+        // reported rather than left for the compiler to trip on.
+        Validator::new_with_features(features())
+            .validate_all(&out)
+            .map_err(|e| ModuleError::Invalid(format!("rewritten module is invalid: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// Instructions that change state we do not capture: table contents and
+/// the dropped-ness of passive segments.
+fn uncapturable(op: &Operator<'_>) -> Option<&'static str> {
+    match op {
+        Operator::TableSet { .. } => Some("table.set (mutable tables)"),
+        Operator::TableGrow { .. } => Some("table.grow (mutable tables)"),
+        Operator::TableFill { .. } => Some("table.fill (mutable tables)"),
+        Operator::TableCopy { .. } => Some("table.copy (mutable tables)"),
+        Operator::TableInit { .. } => Some("table.init (mutable tables)"),
+        Operator::ElemDrop { .. } => Some("elem.drop"),
+        Operator::DataDrop { .. } => Some("data.drop"),
+        _ => None,
+    }
+}
+
+/// The id and byte range (contents, without id and size) of a section
+/// payload; `None` for payloads that are not whole sections.
+fn section_of(payload: &Payload<'_>) -> Option<(u8, Range<usize>)> {
+    let (id, range) = match payload {
+        // Custom sections are re-emitted from their raw range too, which
+        // keeps the `name` section and so function names in backtraces.
+        Payload::CustomSection(r) => (0, r.range()),
+        Payload::TypeSection(r) => (1, r.range()),
+        Payload::ImportSection(r) => (2, r.range()),
+        Payload::FunctionSection(r) => (3, r.range()),
+        Payload::TableSection(r) => (4, r.range()),
+        Payload::MemorySection(r) => (5, r.range()),
+        Payload::TagSection(r) => (13, r.range()),
+        Payload::GlobalSection(r) => (6, r.range()),
+        Payload::ExportSection(r) => (7, r.range()),
+        Payload::StartSection { range, .. } => (8, range.clone()),
+        Payload::ElementSection(r) => (9, r.range()),
+        Payload::DataCountSection { range, .. } => (12, range.clone()),
+        Payload::CodeSectionStart { range, .. } => (10, range.clone()),
+        Payload::DataSection(r) => (11, r.range()),
+        _ => return None,
+    };
+    Some((id, range))
+}
+
+fn export_kind(kind: ExternalKind) -> ExportKind {
+    match kind {
+        ExternalKind::Func | ExternalKind::FuncExact => ExportKind::Func,
+        ExternalKind::Table => ExportKind::Table,
+        ExternalKind::Memory => ExportKind::Memory,
+        ExternalKind::Global => ExportKind::Global,
+        ExternalKind::Tag => ExportKind::Tag,
+    }
+}
+
+fn show_type(t: Option<&(Vec<ValType>, Vec<ValType>)>) -> String {
+    match t {
+        None => "unknown".to_string(),
+        Some((p, r)) => {
+            let list = |v: &[ValType]| {
+                v.iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!("[{}] -> [{}]", list(p), list(r))
+        }
+    }
+}

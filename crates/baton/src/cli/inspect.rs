@@ -1,0 +1,127 @@
+//! `baton inspect`: a human summary of a journaled task or a checkpoint file.
+//!
+//! Reads only; never changes a journal.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use baton_task::checkpoint::{self, Kind, Summary};
+use clap::Args;
+
+use crate::journal::Journal;
+use crate::units::human_bytes;
+
+/// Options of `baton inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A checkpoint file, a task's journal directory, or a state directory
+    /// (with --id, or to list every task in it).
+    pub path: PathBuf,
+    /// With a state directory: the task to show.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+impl InspectArgs {
+    /// Prints the summary.
+    ///
+    /// # Errors
+    ///
+    /// Unreadable or damaged files.
+    pub fn execute(self) -> Result<()> {
+        if self.path.is_file() {
+            let bytes = std::fs::read(&self.path)
+                .with_context(|| format!("cannot read {}", self.path.display()))?;
+            let s = checkpoint::summarize(&bytes)
+                .with_context(|| format!("{} is not a usable checkpoint", self.path.display()))?;
+            println!("checkpoint {}", self.path.display());
+            print_summary(&s);
+            return Ok(());
+        }
+        if let Some(id) = &self.id {
+            return show_task(&self.path, id);
+        }
+        if self.path.join("task.json").is_file() {
+            let id = self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let parent = self.path.parent().map(PathBuf::from).unwrap_or_default();
+            return show_task(&parent, &id);
+        }
+        let mut ids: Vec<String> = std::fs::read_dir(&self.path)
+            .with_context(|| format!("cannot read {}", self.path.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("task.json").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        if ids.is_empty() {
+            println!("no journaled tasks in {}", self.path.display());
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            if let Err(e) = show_task(&self.path, id) {
+                println!("task {id}: {e:#}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn show_task(state_dir: &std::path::Path, id: &str) -> Result<()> {
+    let journal = Journal::open(state_dir, id)?;
+    let r = journal.record();
+    println!("task       {}", r.id);
+    println!(
+        "module     {} ({})",
+        r.module_path,
+        &r.module_digest[..12.min(r.module_digest.len())]
+    );
+    match journal.finished()? {
+        Some(f) => println!(
+            "state      finished at point {} with status {} (digest {})",
+            f.points, f.exit_status, f.digest
+        ),
+        None => println!(
+            "state      stopped; continue with `baton resume {id} --state-dir {}`",
+            state_dir.display()
+        ),
+    }
+    for name in ["base.ckpt", "delta.ckpt"] {
+        let path = journal.dir().join(name);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        match checkpoint::summarize(&bytes) {
+            Ok(s) => {
+                println!("{name}");
+                print_summary(&s);
+            }
+            Err(e) => println!("{name}  damaged: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(s: &Summary) {
+    println!("  point    {}", s.point);
+    println!("  digest   {}", s.digest);
+    println!("  module   {}", s.module);
+    println!("  memory   {}", human_bytes(s.memory_len));
+    match s.kind {
+        Kind::Full => println!("  kind     full ({} non-zero pages)", s.page_count),
+        Kind::Delta { base } => println!(
+            "  kind     delta of {} pages against {}",
+            s.page_count,
+            base.short()
+        ),
+    }
+    if let Some(status) = s.finished {
+        println!("  finished with status {status}");
+    }
+    println!("  size     {}", human_bytes(s.encoded_len as u64));
+}

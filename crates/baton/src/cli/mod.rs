@@ -1,0 +1,7 @@
+//! The command line: one module per subcommand, each an `Args` struct with
+//! `execute()`. Parsing only; exit statuses are decided in `main`.
+
+pub mod demo;
+pub mod inspect;
+pub mod resume;
+pub mod run;

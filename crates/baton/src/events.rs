@@ -1,0 +1,135 @@
+//! The `--events` log: one JSON object per line (DESIGN §12), each with
+//! `t_ms` (milliseconds since the command started) and `event`.
+//!
+//! Owns the event vocabulary and its encoding; it decides nothing about when
+//! events happen. Each line is written whole and flushed at once, so a log cut
+//! short by kill -9 ends at a line boundary.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// One event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The task started (or, with `resumed_from`, resumed from a journal).
+    Started {
+        /// The task's id.
+        task: String,
+        /// Where it runs: `local` or the agent's address.
+        #[serde(rename = "where")]
+        at: String,
+        /// The module's digest.
+        module: String,
+        /// The point it was resumed from, if it was.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resumed_from: Option<u64>,
+    },
+    /// The task reached a point (sampled when points come faster than
+    /// every 100 ms and no journal needs each one).
+    Point {
+        /// The point number.
+        n: u64,
+        /// Where it was reached.
+        #[serde(rename = "where")]
+        at: String,
+        /// The state digest at that point.
+        digest: String,
+    },
+    /// The task finished.
+    Finished {
+        /// Its exit status.
+        exit_status: i32,
+        /// How many points it passed (the final point's number).
+        points: u64,
+        /// Where it finished.
+        #[serde(rename = "where")]
+        at: String,
+        /// The final state digest.
+        digest: String,
+    },
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    t_ms: u64,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// Writes events to a file, or nowhere.
+pub struct EventLog {
+    out: Option<File>,
+    start: Instant,
+}
+
+impl EventLog {
+    /// A log that writes nothing.
+    pub fn none(start: Instant) -> EventLog {
+        EventLog { out: None, start }
+    }
+
+    /// A log appending to `path` (created if missing).
+    ///
+    /// # Errors
+    ///
+    /// If the file cannot be opened.
+    pub fn open(path: &Path, start: Instant) -> io::Result<EventLog> {
+        let out = File::options().create(true).append(true).open(path)?;
+        Ok(EventLog {
+            out: Some(out),
+            start,
+        })
+    }
+
+    /// Whether events are being written at all.
+    pub fn enabled(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// Appends one event.
+    ///
+    /// # Errors
+    ///
+    /// If the write fails.
+    pub fn emit(&mut self, event: Event) -> io::Result<()> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        let line = Line {
+            t_ms: self.start.elapsed().as_millis() as u64,
+            event: &event,
+        };
+        let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        text.push(b'\n');
+        out.write_all(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_have_time_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut log = EventLog::open(&path, Instant::now()).unwrap();
+        log.emit(Event::Point {
+            n: 3,
+            at: "local".into(),
+            digest: "ab".into(),
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["event"], "point");
+        assert_eq!(v["n"], 3);
+        assert_eq!(v["where"], "local");
+        assert!(v["t_ms"].is_u64());
+    }
+}

@@ -1,0 +1,121 @@
+//! `baton`: extend a machine's computing power onto remote machines,
+//! seamlessly across unreliable links.
+//!
+//! This file owns the command-line entry: parsing, logging set-up, and the
+//! one decision of the process's exit status and error line.
+
+mod cli;
+mod console;
+mod events;
+mod journal;
+mod runner;
+mod units;
+
+use std::process::ExitCode;
+
+use baton_task::TaskError;
+use clap::{Parser, Subcommand};
+
+/// Exit status when a step trapped (as a native program killed by SIGABRT).
+pub const EXIT_TRAP: u8 = 134;
+/// Exit status when a limit (--max-step-time, --max-memory) stopped the task.
+pub const EXIT_LIMIT: u8 = 124;
+/// Exit status for baton's own errors (bad options, unreadable or invalid
+/// module, damaged journal, I/O).
+pub const EXIT_ERROR: u8 = 125;
+/// Exit status after Ctrl-C stopped the task at a point.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Run WebAssembly tasks that can stop at any point and continue anywhere, byte-identical."
+)]
+struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a task (a WASI module) to the end.
+    Run(cli::run::RunArgs),
+    /// Continue a task journaled with --state-dir from its newest point.
+    Resume(cli::resume::ResumeArgs),
+    /// Summarise a checkpoint file or journaled tasks.
+    Inspect(cli::inspect::InspectArgs),
+    /// Show baton at work on example tasks.
+    Demo(cli::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!(
+                    "baton={level},baton_task={level},baton_proto={level}"
+                ))
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match cli.command {
+        Command::Run(args) => args.execute().map(Some),
+        Command::Resume(args) => args.execute().map(Some),
+        Command::Inspect(args) => args.execute().map(|()| None),
+        Command::Demo(args) => args.execute().map(|()| None),
+    };
+    match result {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(runner::Ending::Finished(status))) => ExitCode::from(status as u8),
+        Ok(Some(runner::Ending::Interrupted(_))) => ExitCode::from(EXIT_INTERRUPTED),
+        Err(e) => {
+            eprintln!("baton: error: {}", one_line(&e));
+            ExitCode::from(exit_status(&e))
+        }
+    }
+}
+
+/// The error and its causes on one line, with what to do where we know it.
+fn one_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}").replace('\n', " ");
+    match e.downcast_ref::<TaskError>() {
+        Some(TaskError::Trap { .. }) => format!("{text}; this is a bug in the task (or its input)"),
+        _ => text,
+    }
+}
+
+fn exit_status(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(t) = cause.downcast_ref::<TaskError>() {
+            return match t {
+                TaskError::Trap { .. } => EXIT_TRAP,
+                TaskError::StepTimeout { .. } | TaskError::MemoryLimit { .. } => EXIT_LIMIT,
+                _ => EXIT_ERROR,
+            };
+        }
+    }
+    EXIT_ERROR
+}
