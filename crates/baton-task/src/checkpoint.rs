@@ -12,9 +12,16 @@
 //! header    hlen     postcard: module, point, finished, digest, base,
 //!                    memory length, page size, globals, section lengths
 //! host      lz4 block of the host state's postcard bytes
-//! pages     page indices (u32 each), then one lz4 block of those pages
-//! trailer   32 bytes BLAKE3 of everything before it
+//! pages     page indices (u32 each), then the pages in groups of up to
+//!           256 (1 MiB), each group a u32 length and an lz4 block
+//! trailer   u32 CRC-32 of everything before it
 //! ```
+//!
+//! Groups let the encoder compress straight from memory (or a small, warm
+//! scratch buffer) instead of first copying every page into one buffer, and
+//! the decoder decompress straight into place. The trailer catches torn
+//! writes and accidental corruption cheaply; the state digest, checked after
+//! decoding, is what catches everything else.
 //!
 //! A full checkpoint carries every non-zero page; a delta carries the pages
 //! changed since its base (named by digest). Decoding checks every length
@@ -35,7 +42,9 @@ use crate::wasi::HostState;
 const MAGIC: &[u8; 8] = b"BATONCKP";
 const VERSION: u16 = 1;
 const PREAMBLE: usize = 8 + 2 + 1 + 1 + 4;
-const TRAILER: usize = 32;
+const TRAILER: usize = 4;
+/// Pages per compressed group.
+const GROUP: usize = 256;
 const MAX_HEADER: usize = 16 * 1024 * 1024;
 
 /// Upper bounds a decoder enforces before it allocates.
@@ -153,7 +162,6 @@ struct Header {
     host_len: u64,
     host_compressed: u64,
     page_count: u64,
-    pages_compressed: u64,
 }
 
 /// The parts of a state an encoder needs; borrowed so that a running task
@@ -174,19 +182,12 @@ pub(crate) fn encode(
     kind: Kind,
     pages: impl Iterator<Item = usize>,
 ) -> Result<Checkpoint, CheckpointError> {
-    let mut indices = Vec::new();
-    let mut raw = Vec::new();
-    for p in pages {
-        let start = p * PAGE_SIZE;
-        let page = &parts.memory[start..start + PAGE_SIZE];
-        if kind == Kind::Full && page == ZERO_PAGE {
-            continue;
-        }
-        indices.push(p as u32);
-        raw.extend_from_slice(page);
-    }
-    let pages_lz = lz4_flex::block::compress(&raw);
-    drop(raw);
+    let indices: Vec<u32> = pages
+        .filter(|&p| {
+            kind != Kind::Full || parts.memory[p * PAGE_SIZE..(p + 1) * PAGE_SIZE] != ZERO_PAGE
+        })
+        .map(|p| p as u32)
+        .collect();
     let host_lz = lz4_flex::block::compress(parts.host);
     let header = Header {
         module: parts.module,
@@ -203,13 +204,18 @@ pub(crate) fn encode(
         host_len: parts.host.len() as u64,
         host_compressed: host_lz.len() as u64,
         page_count: indices.len() as u64,
-        pages_compressed: pages_lz.len() as u64,
     };
     let header =
         postcard::to_allocvec(&header).map_err(|e| CheckpointError::Encode(e.to_string()))?;
-    let mut out = Vec::with_capacity(
-        PREAMBLE + header.len() + host_lz.len() + indices.len() * 4 + pages_lz.len() + TRAILER,
-    );
+    let groups = indices.len().div_ceil(GROUP);
+    let bound = PREAMBLE
+        + header.len()
+        + host_lz.len()
+        + indices.len() * 4
+        + groups * 4
+        + lz4_flex::block::get_maximum_output_size(indices.len() * PAGE_SIZE)
+        + TRAILER;
+    let mut out = crate::state::big_buffer(bound);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.push(match kind {
@@ -223,9 +229,31 @@ pub(crate) fn encode(
     for i in &indices {
         out.extend_from_slice(&i.to_le_bytes());
     }
-    out.extend_from_slice(&pages_lz);
-    let trailer = blake3::hash(&out);
-    out.extend_from_slice(trailer.as_bytes());
+    let mut scratch = Vec::new();
+    for group in indices.chunks(GROUP) {
+        let first = group[0] as usize;
+        let contiguous = group[group.len() - 1] as usize - first + 1 == group.len();
+        let input: &[u8] = if contiguous {
+            &parts.memory[first * PAGE_SIZE..(first + group.len()) * PAGE_SIZE]
+        } else {
+            scratch.clear();
+            for &p in group {
+                let p = p as usize;
+                scratch.extend_from_slice(&parts.memory[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
+            }
+            &scratch
+        };
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let room = lz4_flex::block::get_maximum_output_size(input.len());
+        out.resize(at + 4 + room, 0);
+        let n = lz4_flex::block::compress_into(input, &mut out[at + 4..])
+            .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+        out.truncate(at + 4 + n);
+        out[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
     Ok(Checkpoint {
         point: parts.point,
         digest: parts.digest,
@@ -435,6 +463,19 @@ fn check(what: &'static str, size: u64, limit: u64) -> Result<(), CheckpointErro
     Ok(())
 }
 
+/// Decompresses `input` to exactly fill `out`.
+fn decompress_exact(input: &[u8], out: &mut [u8]) -> Result<(), CheckpointError> {
+    let n = lz4_flex::block::decompress_into(input, out)
+        .map_err(|e| CheckpointError::Malformed(format!("page group: {e}")))?;
+    if n != out.len() {
+        return Err(CheckpointError::Malformed(format!(
+            "page group decompressed to {n} bytes, expected {}",
+            out.len()
+        )));
+    }
+    Ok(())
+}
+
 fn decompress(input: &[u8], size: usize, what: &str) -> Result<Vec<u8>, CheckpointError> {
     let mut out = vec![0u8; size];
     let n = lz4_flex::block::decompress_into(input, &mut out)
@@ -462,7 +503,7 @@ fn open(bytes: &[u8]) -> Result<(u8, Header, Reader<'_>), CheckpointError> {
         return Err(CheckpointError::Version(version));
     }
     let (body, trailer) = bytes.split_at(bytes.len() - TRAILER);
-    if blake3::hash(body).as_bytes() != trailer {
+    if crc32fast::hash(body).to_le_bytes() != trailer {
         return Err(CheckpointError::Corrupted);
     }
     let hlen = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as u64;
@@ -532,11 +573,12 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
         }
         indices.push(i);
     }
-    let pages = decompress(
-        r.take(header.pages_compressed, "pages")?,
-        header.page_count as usize * PAGE_SIZE,
-        "pages",
-    )?;
+    let mut groups = Vec::with_capacity(indices.len().div_ceil(GROUP));
+    for _ in 0..indices.len().div_ceil(GROUP) {
+        let len = r.take(4, "group length")?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+        groups.push(r.take(u64::from(len), "page group")?);
+    }
     if r.pos != body.len() {
         return Err(CheckpointError::Malformed(format!(
             "{} unexpected bytes before the trailer",
@@ -544,6 +586,11 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
         )));
     }
     if kind == 2 {
+        let mut pages = vec![0u8; indices.len() * PAGE_SIZE];
+        for (i, (group, block)) in indices.chunks(GROUP).zip(&groups).enumerate() {
+            let start = i * GROUP * PAGE_SIZE;
+            decompress_exact(block, &mut pages[start..start + group.len() * PAGE_SIZE])?;
+        }
         return Ok(Decoded::Delta(Delta {
             header,
             host,
@@ -551,12 +598,26 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
             pages,
         }));
     }
-    let mut memory = vec![0u8; header.memory_len as usize];
-    for (i, page) in indices.iter().zip(pages.chunks(PAGE_SIZE)) {
-        let start = *i as usize * PAGE_SIZE;
-        memory[start..start + PAGE_SIZE].copy_from_slice(page);
+    let mut memory = crate::state::big_buffer(header.memory_len as usize);
+    memory.resize(header.memory_len as usize, 0);
+    let mut scratch = Vec::new();
+    for (group, block) in indices.chunks(GROUP).zip(&groups) {
+        let first = group[0] as usize;
+        let contiguous = group[group.len() - 1] as usize - first + 1 == group.len();
+        if contiguous {
+            decompress_exact(
+                block,
+                &mut memory[first * PAGE_SIZE..(first + group.len()) * PAGE_SIZE],
+            )?;
+        } else {
+            scratch.resize(group.len() * PAGE_SIZE, 0);
+            decompress_exact(block, &mut scratch)?;
+            for (&p, page) in group.iter().zip(scratch.chunks(PAGE_SIZE)) {
+                let p = p as usize;
+                memory[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].copy_from_slice(page);
+            }
+        }
     }
-    drop(pages);
     let state = State::new(
         header.module,
         header.point,

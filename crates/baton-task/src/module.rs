@@ -403,7 +403,7 @@ impl Scan {
             };
             // Sections that must come after the export section (start,
             // element, data count, code, data): insert it before the first.
-            if !exports_written && (id == 7 || matches!(id, 8 | 9 | 10 | 11 | 12)) {
+            if !exports_written && (7..=12).contains(&id) {
                 out.section(&exports);
                 exports_written = true;
             }
