@@ -81,6 +81,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    if matches!(cli.command, Command::Inspect(_) | Command::Demo(_)) {
+        // These only print: when the reader goes away (`| head`), end
+        // quietly as other Unix tools do, instead of failing on every line.
+        // `run` keeps SIGPIPE ignored so that a closed stdout does not kill a
+        // task; its console then drops the output and says so.
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Run(args) => args.execute().map(Some),
         Command::Resume(args) => args.execute().map(Some),

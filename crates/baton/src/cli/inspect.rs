@@ -91,20 +91,50 @@ fn show_task(state_dir: &std::path::Path, id: &str) -> Result<()> {
             state_dir.display()
         ),
     }
-    for name in ["base.ckpt", "delta.ckpt"] {
-        let path = journal.dir().join(name);
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        match checkpoint::summarize(&bytes) {
-            Ok(s) => {
-                println!("{name}");
-                print_summary(&s);
-            }
-            Err(e) => println!("{name}  damaged: {e}"),
+    let base = journal.dir().join("base.ckpt");
+    match std::fs::read(&base)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| checkpoint::summarize(&b).map_err(anyhow::Error::from))
+    {
+        Ok(s) => {
+            println!("base.ckpt");
+            print_summary(&s);
         }
+        Err(e) => println!("base.ckpt  unusable: {e:#}"),
+    }
+    let log = std::fs::read(journal.dir().join("points.log")).unwrap_or_default();
+    let (records, newest) = scan_log(&log);
+    match newest {
+        Some(s) => {
+            println!("points.log ({records} points after the base; the newest:)");
+            print_summary(&s);
+        }
+        None => println!("points.log (no points after the base)"),
     }
     Ok(())
+}
+
+/// Counts the intact records of a journal log and summarises the last one.
+fn scan_log(log: &[u8]) -> (usize, Option<Summary>) {
+    let (mut pos, mut count, mut last) = (0usize, 0, None);
+    while let Some(len) = log.get(pos..pos + 8) {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(len);
+        let Some(end) = usize::try_from(u64::from_le_bytes(n))
+            .ok()
+            .and_then(|n| (pos + 8).checked_add(n))
+            .filter(|&e| e <= log.len())
+        else {
+            break;
+        };
+        match checkpoint::summarize(&log[pos + 8..end]) {
+            Ok(s) => last = Some(s),
+            Err(_) => break,
+        }
+        count += 1;
+        pos = end;
+    }
+    (count, last)
 }
 
 fn print_summary(s: &Summary) {
