@@ -9,6 +9,8 @@
 //! points.log     every later point, appended as a delta against the point before:
 //!                records of [u64 little-endian length][checkpoint bytes]
 //! finished.json  written once the task finished and its files were written back
+//! lock           flock()ed by the one process running the task
+//! points.log.dropped  bytes cut off a damaged or torn log, kept for a person
 //! ```
 //!
 //! What is written at a point is the pages that changed in the last step,
@@ -117,6 +119,9 @@ pub enum JournalError {
         /// What is wrong.
         reason: String,
     },
+    /// Another process holds the journal.
+    #[error("task `{0}` is being run by another baton process right now")]
+    Busy(String),
     /// No state directory given and none can be derived.
     #[error("no state directory: pass --state-dir (neither XDG_STATE_HOME nor HOME is set)")]
     NoStateDir,
@@ -199,6 +204,9 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 
 /// An open journal of one task.
 pub struct Journal {
+    /// An exclusive advisory lock on `lock`, held while this process
+    /// writes the journal.
+    _lock: File,
     dir: PathBuf,
     record: TaskRecord,
     /// Size of `base.ckpt`, once one is written or read.
@@ -268,20 +276,36 @@ impl Journal {
             .append(true)
             .open(&log_path)
             .map_err(io_err("cannot open", &log_path))?;
-        let mut journal = Journal::new(dir, record);
+        let mut journal = Journal::new(dir, record)?;
         journal.base_len = Some(base.bytes.len() as u64);
         journal.log = Some((file, 0));
         Ok(journal)
     }
 
-    fn new(dir: PathBuf, record: TaskRecord) -> Journal {
-        Journal {
+    fn new(dir: PathBuf, record: TaskRecord) -> Result<Journal, JournalError> {
+        let path = dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("cannot open", &path))?;
+        // SAFETY: flock on a file descriptor we own; no memory involved.
+        let locked = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
+        };
+        if locked != 0 {
+            return Err(JournalError::Busy(record.id.clone()));
+        }
+        Ok(Journal {
+            _lock: lock,
             dir,
             record,
             base_len: None,
             log: None,
             synced: Instant::now(),
-        }
+        })
     }
 
     /// Opens the journal of an existing task.
@@ -317,7 +341,7 @@ impl Journal {
                 ),
             });
         }
-        Ok(Journal::new(dir, record))
+        Journal::new(dir, record)
     }
 
     /// The task's record.
@@ -478,6 +502,13 @@ impl Journal {
             Err(e) => return Err(io_err("cannot read", &log_path)(e)),
         };
         let (good_len, warning) = replay(&log, &mut state, limits);
+        if (good_len as usize) < log.len() {
+            // Keep what is about to be cut off, for a person to look at.
+            write_atomic(
+                &self.dir.join("points.log.dropped"),
+                &log[good_len as usize..],
+            )?;
+        }
         // Drop whatever follows the last good record, so that new points
         // append right after it.
         let file = File::options()
@@ -512,8 +543,15 @@ fn replay(log: &[u8], state: &mut State, limits: &DecodeLimits) -> (u64, Option<
     let mut pos = 0usize;
     let mut first = true;
     while pos < log.len() {
+        let torn = || {
+            Some(format!(
+                "dropped the last {} bytes, an incomplete record (a crash during a write, or damage); \
+                 they are kept in points.log.dropped",
+                log.len() - pos
+            ))
+        };
         let Some(len_bytes) = log.get(pos..pos + 8) else {
-            return (pos as u64, None); // torn length: the tail of a crash
+            return (pos as u64, torn());
         };
         let mut len = [0u8; 8];
         len.copy_from_slice(len_bytes);
@@ -523,7 +561,7 @@ fn replay(log: &[u8], state: &mut State, limits: &DecodeLimits) -> (u64, Option<
             .and_then(|l| (pos + 8).checked_add(l))
             .filter(|&e| e <= log.len());
         let Some(end) = end else {
-            return (pos as u64, None); // torn record
+            return (pos as u64, torn());
         };
         let last = end == log.len();
         let delta = match checkpoint::decode(&log[pos + 8..end], limits) {

@@ -55,13 +55,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_ERROR)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message is several lines; the contract is one.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad command line");
+            let first = first.trim().trim_start_matches("error:").trim();
+            eprintln!("baton: error: {first} (see `baton --help`)");
+            return ExitCode::from(EXIT_ERROR);
         }
     };
     let level = match cli.verbose {
