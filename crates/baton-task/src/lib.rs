@@ -38,7 +38,8 @@
 //! // Anywhere else: decode and continue from point 3.
 //! let checkpoint::Decoded::Full(state) = checkpoint::decode(&saved.bytes, &Default::default())?
 //! else { unreachable!("a full checkpoint decodes to a state") };
-//! let mut resumed = Task::restore(&engine, &program, &state, state.host_clock(),
+//! let clock = baton_task::wasi::ClockMode::Virtual { start_realtime_ns: 0 }; // the clock's position is in the state
+//! let mut resumed = Task::restore(&engine, &program, &state, clock,
 //!                                 Default::default(), Box::new(baton_task::wasi::Discard))?;
 //! assert_eq!(resumed.digest()?, saved.digest);
 //! while resumed.step()? == StepOutcome::Continue {}

@@ -100,20 +100,22 @@ enum Entry {
 
 /// One instance of a task: its wasm instance, host and capture machinery.
 ///
+/// A typical sender keeps a peer (a journal, a remote) up to date with a
+/// full checkpoint once and then, at every point, the pages the last step
+/// changed:
+///
 /// ```no_run
-/// use baton_task::{Engine, Task, TaskConfig, StepOutcome};
+/// use baton_task::{Engine, StepOutcome, Task, TaskConfig};
+/// # fn send(_: &baton_task::Checkpoint) {}
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let engine = Engine::new()?;
 /// let program = engine.load(&std::fs::read("examples/pi.wasm")?)?;
-/// let mut task = Task::create(&engine, &program, TaskConfig::new("pi"), Box::new(std::io::sink()))?;
-/// let mut base = task.checkpoint()?;              // full checkpoint at point 0
+/// let mut task = Task::create(&engine, &program, TaskConfig::new("pi"), Box::new(baton_task::wasi::Discard))?;
+/// send(&task.checkpoint()?);          // full, at point 0; it becomes the base
 /// while task.step()? == StepOutcome::Continue {
-///     let delta = task.delta()?;                  // pages changed since `base`
-///     # let _ = delta;
+///     send(&task.delta()?);           // the pages changed since the base
+///     task.rebase()?;                 // the peer now holds this point
 /// }
-/// // Continue elsewhere: decode the full checkpoint, restore, step on.
-/// let state = baton_task::checkpoint::decode(&base.bytes, &Default::default())?;
-/// # let _ = (&mut base, state);
 /// # Ok(()) }
 /// ```
 pub struct Task {
