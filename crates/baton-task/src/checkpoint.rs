@@ -506,6 +506,11 @@ fn open(bytes: &[u8]) -> Result<(u8, Header, Reader<'_>), CheckpointError> {
     if crc32fast::hash(body).to_le_bytes() != trailer {
         return Err(CheckpointError::Corrupted);
     }
+    if bytes[11] != 0 {
+        return Err(CheckpointError::Malformed(
+            "reserved byte is not zero".to_string(),
+        ));
+    }
     let hlen = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as u64;
     check("header", hlen, MAX_HEADER as u64)?;
     let mut r = Reader {

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::{Config, Linker, OptLevel, Strategy};
+use wasmtime::{Config, InstancePre, Linker, OptLevel, Strategy};
 
 use crate::digest::Digest;
-use crate::module::{self, PreparedModule, Shape};
+use crate::module::{self, ModuleError, PreparedModule, Shape};
 use crate::task::StoreData;
 use crate::wasi;
 use crate::TaskError;
@@ -99,17 +99,20 @@ impl Engine {
         let prepared = module::prepare(bytes, wasi::PROVIDED)?;
         let module = wasmtime::Module::new(&self.inner.engine, prepared.bytes())
             .map_err(|e| TaskError::Compile(format!("{e:#}")))?;
+        // Resolves every import against the host now, so that a WASI
+        // function imported with the wrong type is rejected at load time.
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| ModuleError::ImportType(format!("{e:#}")))?;
         Ok(Program {
-            inner: Arc::new(ProgramInner { prepared, module }),
+            inner: Arc::new(ProgramInner { prepared, pre }),
         })
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner.engine
-    }
-
-    pub(crate) fn linker(&self) -> &Linker<StoreData> {
-        &self.inner.linker
     }
 }
 
@@ -123,7 +126,7 @@ pub struct Program {
 
 struct ProgramInner {
     prepared: PreparedModule,
-    module: wasmtime::Module,
+    pre: InstancePre<StoreData>,
 }
 
 impl Program {
@@ -141,7 +144,7 @@ impl Program {
         &self.inner.prepared
     }
 
-    pub(crate) fn module(&self) -> &wasmtime::Module {
-        &self.inner.module
+    pub(crate) fn instance_pre(&self) -> &InstancePre<StoreData> {
+        &self.inner.pre
     }
 }

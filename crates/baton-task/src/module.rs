@@ -129,6 +129,9 @@ pub enum ModuleError {
         /// Import field name.
         name: String,
     },
+    /// A provided function is imported with a type other than its own.
+    #[error("module imports a WASI function with the wrong type: {0}")]
+    ImportType(String),
     /// The module does not export a memory named `memory`.
     #[error("module does not export its linear memory as `memory`; build it as a WASI reactor or command")]
     NoMemory,

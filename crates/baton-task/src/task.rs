@@ -309,7 +309,7 @@ impl Task {
         store.limiter(|d| &mut d.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(u64::MAX / 2);
-        let instance = match engine.linker().instantiate(&mut store, program.module()) {
+        let instance = match program.instance_pre().instantiate(&mut store) {
             Ok(i) => i,
             Err(e) => {
                 if let Some(needed) = store.data().limiter.refused {
