@@ -1,0 +1,159 @@
+//! baton's protocol core: the messages, and the local and remote stubs as
+//! sans-IO state machines.
+//!
+//! **This crate is deterministic and does no IO.** It opens no sockets,
+//! spawns no threads, reads no clock and knows nothing of wasmtime or of the
+//! task runtime: to it a checkpoint is opaque bytes plus (point, digest).
+//! Every input carries the current [`Time`]; every output is data for a
+//! driver to act on. That is what lets `baton` drive the same code over QUIC
+//! and the simulator drive it through millions of fault schedules.
+//!
+//! # The pieces
+//!
+//! - [`Message`]: every protocol message, with a versioned, bounded binary
+//!   encoding ([`Message::encode`], [`Message::decode`], [`DecodeError`]).
+//! - [`LocalStub`] (in `baton run`) and [`RemoteStub`] (in the agent): one
+//!   state machine per side of a task. The local stub coordinates: it mints
+//!   every epoch and proposes every change of executor or responsibility;
+//!   the remote stub records them durably before accepting.
+//! - [`policy`]: when to migrate, who is responsible, which mode.
+//! - [`journal`]: what each side persists, and the write requests.
+//! - `sim` (feature `sim`, on for tests and examples): the deterministic
+//!   simulator that checks the invariants I1–I5 under faults.
+//!
+//! The protocol itself (messages, state diagrams, timelines and why each
+//! invariant holds) is described in `docs/protocol.md`.
+//!
+//! # Driving a stub
+//!
+//! A stub has the shape of `quinn-proto`'s `Connection`: `handle_*(now, …)`
+//! methods feed it inputs, `poll_*` methods drain its outputs, and
+//! `poll_timeout` says when to call `handle_timeout`. A driver owns the
+//! executor (the task runtime), the store and the transport, and after
+//! **every** input runs the same drain, in this order:
+//!
+//! 1. `poll_action` until `None`, doing each [`Action`] in order:
+//!    - `Run`, `Continue`, `Stop`, `Capture`: drive the executor. After every
+//!      step it reports [`ExecutorEvent::Reached`] and waits; it runs the next
+//!      step only on `Continue`. A `Capture` is answered with
+//!      [`ExecutorEvent::Captured`].
+//!    - `Persist`: write the request atomically (fsync), then call
+//!      `handle_persisted(seq)`. Requests complete in order. A stub never
+//!      acknowledges a state to its peer, or passes a point, before the
+//!      driver says it is durable; a crash loses exactly what was not yet
+//!      reported durable.
+//!    - `Deliver` (local): write the output for the user and remember the
+//!      point durably. `Finish` (local): the task is over.
+//! 2. `poll_transmit` until `None`: send each message on its channel
+//!    (control, bulk, output: separate streams, so bulk never starves
+//!    heartbeats).
+//! 3. `poll_event` until `None`: log them (`--events`).
+//! 4. `poll_timeout`: sleep until then (or until the next input) and call
+//!    `handle_timeout`.
+//!
+//! Executor, persistence and transport answers come back as further inputs
+//! and go through the same drain. Keep that drain in one `drive()` function
+//! so that no caller can get the order wrong:
+//!
+//! ```
+//! use baton_proto::{
+//!     Action, Blob, Digest, ExecutorEvent, LocalConfig, LocalStub, ModuleRef, Outcome, Point,
+//!     StateRef, TaskId, Time,
+//! };
+//! use baton_proto::policy::Migrate;
+//! use std::sync::Arc;
+//!
+//! /// A stand-in executor: steps to point 3, then finishes.
+//! struct Executor { at: u64, queued: Vec<ExecutorEvent> }
+//! impl Executor {
+//!     fn state(p: u64) -> StateRef { StateRef::new(Point(p), Digest([p as u8; 32])) }
+//!     fn step(&mut self) {
+//!         self.at += 1;
+//!         let state = Self::state(self.at);
+//!         let output = Blob::from(format!("step {}\n", self.at).into_bytes());
+//!         self.queued.push(if self.at == 3 {
+//!             ExecutorEvent::Finished { state, output, outcome: Outcome::Exit(0) }
+//!         } else {
+//!             ExecutorEvent::Reached { state, output }
+//!         });
+//!     }
+//! }
+//!
+//! /// The drive loop: drain actions, transmits, events; feed back answers.
+//! fn drive(stub: &mut LocalStub, exec: &mut Executor, now: Time, out: &mut Vec<u8>) -> bool {
+//!     loop {
+//!         let mut durable = None;
+//!         while let Some(action) = stub.poll_action() {
+//!             match action {
+//!                 Action::Run { from } => { exec.at = from.point.0; exec.step() }
+//!                 Action::Continue => exec.step(),
+//!                 Action::Stop | Action::Capture { .. } => {}
+//!                 Action::Persist(req) => durable = Some(req.seq), // write + fsync here
+//!                 Action::Deliver(chunk) => out.extend_from_slice(chunk.bytes.as_bytes()),
+//!                 Action::Finish { .. } => return true,
+//!             }
+//!         }
+//!         while let Some(_t) = stub.poll_transmit() { /* send on t.channel */ }
+//!         while let Some(_e) = stub.poll_event() { /* log */ }
+//!         if let Some(seq) = durable {
+//!             stub.handle_persisted(now, seq);
+//!         } else if let Some(ev) = exec.queued.pop() {
+//!             stub.handle_executor(now, ev);
+//!         } else {
+//!             return false; // a real driver now waits for poll_timeout or IO
+//!         }
+//!     }
+//! }
+//!
+//! let mut cfg = LocalConfig::new(
+//!     TaskId("demo".into()),
+//!     ModuleRef { digest: Digest([0; 32]), size: 0 },
+//!     Blob::default(),
+//! );
+//! cfg.migrate = Arc::new(Migrate::Never); // no remote in this example
+//! let now = Time::ZERO;
+//! let mut stub = LocalStub::new(cfg, now, Executor::state(0));
+//! let mut exec = Executor { at: 0, queued: Vec::new() };
+//! let mut out = Vec::new();
+//! assert!(drive(&mut stub, &mut exec, now, &mut out));
+//! assert_eq!(out, b"step 1\nstep 2\nstep 3\n");
+//! ```
+//!
+//! The remote side is driven the same way; its driver creates a
+//! [`RemoteStub`] when a `Hello` names a task it does not know, and recovers
+//! one from its journal ([`journal::RemoteRecord`]) after a restart.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod codec;
+pub mod config;
+pub mod input;
+pub mod journal;
+mod lineage;
+mod link;
+mod local;
+pub mod message;
+pub mod output;
+pub mod policy;
+mod remote;
+pub mod roles;
+mod shipping;
+pub mod state;
+mod stub;
+pub mod time;
+mod timer;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use codec::{DecodeError, Limits};
+pub use config::{LocalConfig, Mutations, RemoteConfig, Timing};
+pub use input::{ExecutorEvent, LinkEvent};
+pub use journal::{LocalRecord, PersistRequest, Record, RemoteRecord, StateWrite};
+pub use local::LocalStub;
+pub use message::{Channel, Message, ModuleRef, TaskId};
+pub use output::{Action, Event, Transmit};
+pub use remote::RemoteStub;
+pub use roles::{Agreement, Assignment, Epoch, Mode, SessionId, Side};
+pub use state::{Blob, Checkpoint, Digest, Outcome, OutputChunk, Point, StateRef};
+pub use time::Time;
