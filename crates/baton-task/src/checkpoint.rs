@@ -36,7 +36,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::state::{GlobalValue, State, PAGE_SIZE, WASM_PAGE_SIZE, ZERO_PAGE};
+use crate::state::{
+    canonical_digest, hash_page, GlobalValue, State, PAGE_SIZE, WASM_PAGE_SIZE, ZERO_PAGE,
+};
 use crate::wasi::HostState;
 
 const MAGIC: &[u8; 8] = b"BATONCKP";
@@ -375,8 +377,7 @@ impl Delta {
 
     /// Turns `base` into the state this delta encodes, verifying that
     /// `base` is the delta's base and that the result has the recorded
-    /// digest. On error `base` may be partly changed; callers keep a copy
-    /// if they need the base afterwards.
+    /// digest. On error `base` is left unchanged.
     ///
     /// # Errors
     ///
@@ -405,23 +406,41 @@ impl Delta {
                 "delta would shrink linear memory".to_string(),
             ));
         }
-        base.grow_to(len);
-        for (i, page) in self.indices.iter().zip(self.pages.chunks(PAGE_SIZE)) {
-            base.set_page(*i as usize, page);
+        // Work out the resulting digest from page hashes first, so that a
+        // delta that does not produce what it claims leaves `base` as it was
+        // (and nobody has to copy the whole state to be able to go back).
+        let mut hashes = base.hashes.clone();
+        hashes.resize(len / PAGE_SIZE, hash_page(&ZERO_PAGE));
+        for (&i, page) in self.indices.iter().zip(self.pages.chunks(PAGE_SIZE)) {
+            hashes[i as usize] = hash_page(page);
         }
-        base.point = self.header.point;
-        base.finished = self.header.finished;
-        base.globals = self.header.globals;
-        base.host = self.host;
-        let actual = base
-            .digest()
+        let host = postcard::to_allocvec(&self.host)
             .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+        let actual = canonical_digest(
+            &self.header.module,
+            self.header.point,
+            self.header.finished,
+            len,
+            &hashes,
+            &self.header.globals,
+            &host,
+        );
         if actual != self.header.digest {
             return Err(CheckpointError::DigestMismatch {
                 recorded: self.header.digest,
                 actual,
             });
         }
+        base.grow_to(len);
+        for (&i, page) in self.indices.iter().zip(self.pages.chunks(PAGE_SIZE)) {
+            let start = i as usize * PAGE_SIZE;
+            base.memory[start..start + PAGE_SIZE].copy_from_slice(page);
+        }
+        base.hashes = hashes;
+        base.point = self.header.point;
+        base.finished = self.header.finished;
+        base.globals = self.header.globals;
+        base.host = self.host;
         Ok(())
     }
 }
@@ -603,8 +622,11 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
             pages,
         }));
     }
-    let mut memory = crate::state::big_buffer(header.memory_len as usize);
-    memory.resize(header.memory_len as usize, 0);
+    // Zeroed lazily by the allocator: pages the checkpoint does not carry
+    // are never touched, so a small forged checkpoint declaring a large
+    // memory costs address space, not work.
+    let mut memory = vec![0u8; header.memory_len as usize];
+    let mut hashes = vec![hash_page(&ZERO_PAGE); total_pages as usize];
     let mut scratch = Vec::new();
     for (group, block) in indices.chunks(GROUP).zip(&groups) {
         let first = group[0] as usize;
@@ -622,16 +644,20 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
                 memory[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].copy_from_slice(page);
             }
         }
+        for &p in group {
+            let p = p as usize;
+            hashes[p] = hash_page(&memory[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
+        }
     }
-    let state = State::new(
-        header.module,
-        header.point,
-        header.finished,
-        memory,
-        header.globals,
+    let state = State {
+        module: header.module,
+        point: header.point,
+        finished: header.finished,
+        globals: header.globals,
         host,
-    )
-    .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+        memory,
+        hashes,
+    };
     let actual = state
         .digest()
         .map_err(|e| CheckpointError::Encode(e.to_string()))?;

@@ -37,6 +37,22 @@ pub enum TaskError {
         /// Function names, innermost first.
         backtrace: Vec<String>,
     },
+    /// A step trapped after `max_memory` had refused it memory: most likely
+    /// the task's own reaction to a failed allocation (Rust aborts, C code
+    /// that does not check `malloc`), so it is reported as the limit.
+    #[error("task trapped in the step after point {point} after --max-memory ({limit} bytes) refused it memory (it asked for {asked}): {message}{}; raise --max-memory", backtrace_suffix(.backtrace))]
+    OutOfMemory {
+        /// The point the failed step started from.
+        point: u64,
+        /// The limit.
+        limit: u64,
+        /// The largest memory size refused.
+        asked: u64,
+        /// What the trap was.
+        message: String,
+        /// Function names, innermost first.
+        backtrace: Vec<String>,
+    },
     /// A step ran longer than `max_step_time`.
     #[error("the step after point {point} ran longer than --max-step-time {}; raise the limit or make steps shorter", crate::task::fmt_duration(*.limit))]
     StepTimeout {

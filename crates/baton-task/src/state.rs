@@ -23,6 +23,9 @@ use crate::wasi::HostState;
 /// form, so it is fixed: changing it changes every digest.
 pub const PAGE_SIZE: usize = 4096;
 
+/// The most memory a wasm32 module can have.
+const MAX_WASM32_MEMORY: usize = 1 << 32;
+
 /// Size of a wasm page; memory sizes are always a multiple of it.
 pub const WASM_PAGE_SIZE: usize = 65536;
 
@@ -51,9 +54,9 @@ pub struct State {
     pub globals: Vec<GlobalValue>,
     /// The WASI host's state.
     pub host: HostState,
-    memory: Vec<u8>,
+    pub(crate) memory: Vec<u8>,
     /// BLAKE3 of each [`PAGE_SIZE`] page of `memory`, kept in step with it.
-    hashes: Vec<[u8; 32]>,
+    pub(crate) hashes: Vec<[u8; 32]>,
 }
 
 /// The state's memory size is not a whole number of wasm pages.
@@ -93,14 +96,6 @@ impl State {
     /// The linear memory.
     pub fn memory(&self) -> &[u8] {
         &self.memory
-    }
-
-    /// Overwrites page `index` (of [`PAGE_SIZE`] bytes), growing the memory
-    /// with zeros to `memory_len` first. Used when applying deltas.
-    pub(crate) fn set_page(&mut self, index: usize, bytes: &[u8]) {
-        let start = index * PAGE_SIZE;
-        self.memory[start..start + PAGE_SIZE].copy_from_slice(bytes);
-        self.hashes[index] = hash_page(bytes);
     }
 
     /// Grows the memory with zero pages to `len` bytes (never shrinks).
@@ -262,7 +257,10 @@ impl Tracker {
         if live.len() > self.shadow.capacity() {
             // Grow geometrically (memory often grows a page at a time), in
             // a huge-page-backed buffer; untouched capacity costs nothing.
-            let mut bigger = big_buffer(live.len().max(self.shadow.capacity() * 2));
+            let mut bigger = big_buffer(
+                live.len()
+                    .max((self.shadow.capacity() * 2).min(MAX_WASM32_MEMORY)),
+            );
             bigger.extend_from_slice(&self.shadow);
             self.shadow = bigger;
             self.hashes

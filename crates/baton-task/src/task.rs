@@ -423,16 +423,26 @@ impl Task {
                 point: self.point,
                 limit: self.limits.max_step_time.unwrap_or_default(),
             },
-            Some(trap) => TaskError::Trap {
-                point: self.point,
-                message: trap.to_string(),
-                backtrace,
-            },
-            None => TaskError::Trap {
-                point: self.point,
-                message: format!("{e:#}"),
-                backtrace,
-            },
+            trap => {
+                let message = match trap {
+                    Some(trap) => trap.to_string(),
+                    None => format!("{e:#}"),
+                };
+                match self.store.data().limiter.refused {
+                    Some(asked) => TaskError::OutOfMemory {
+                        point: self.point,
+                        limit: self.limits.max_memory,
+                        asked,
+                        message,
+                        backtrace,
+                    },
+                    None => TaskError::Trap {
+                        point: self.point,
+                        message,
+                        backtrace,
+                    },
+                }
+            }
         }
     }
 

@@ -540,3 +540,37 @@ fn bad_host_calls() {
     assert!(err.to_string().contains("proc_exit"), "{err:?}: {err}");
     assert_eq!(task.finished(), None);
 }
+
+/// A task that traps because `--max-memory` refused it memory (as a Rust
+/// program aborts on a failed allocation) is reported as the limit, not as
+/// a bug in the task.
+#[test]
+fn trap_after_refused_growth_is_out_of_memory() {
+    let program = engine()
+        .load(
+            &wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                     (func (export "baton_step") (result i32)
+                       (if (i32.eq (memory.grow (i32.const 64)) (i32.const -1))
+                         (then unreachable))
+                       i32.const 1))"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let mut c = TaskConfig::new("oom");
+    c.limits = memory_limit(1 << 20);
+    let mut task = Task::create(engine(), &program, c, Capture::new().sink()).unwrap();
+    match task.step() {
+        Err(TaskError::OutOfMemory {
+            point: 0,
+            limit,
+            asked,
+            ..
+        }) => {
+            assert_eq!(limit, 1 << 20);
+            assert!(asked > limit, "asked {asked}");
+        }
+        other => panic!("expected OutOfMemory, got {other:?}"),
+    }
+}

@@ -40,15 +40,16 @@ pub struct Console {
     inner: Arc<Mutex<Inner>>,
 }
 
-impl Default for Console {
-    fn default() -> Console {
-        Console::new()
-    }
-}
-
 impl Console {
+    /// The process's console, shared by the running command and `main`'s
+    /// final error line.
+    pub fn global() -> &'static Console {
+        static GLOBAL: std::sync::OnceLock<Console> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(Console::new)
+    }
+
     /// A console on the process's stdout and stderr.
-    pub fn new() -> Console {
+    fn new() -> Console {
         Console {
             inner: Arc::new(Mutex::new(Inner {
                 stdout_tty: io::stdout().is_terminal(),

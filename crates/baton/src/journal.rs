@@ -202,11 +202,31 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
         .map_err(io_err("cannot sync directory", dir))
 }
 
+/// Takes the exclusive lock of the journal in `dir`.
+fn lock(dir: &Path, id: &str) -> Result<File, JournalError> {
+    let path = dir.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("cannot open", &path))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let locked = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
+    };
+    if locked != 0 {
+        return Err(JournalError::Busy(id.to_string()));
+    }
+    Ok(file)
+}
+
 /// An open journal of one task.
 pub struct Journal {
     /// An exclusive advisory lock on `lock`, held while this process
-    /// writes the journal.
-    _lock: File,
+    /// writes the journal (none when opened only to read).
+    _lock: Option<File>,
     dir: PathBuf,
     record: TaskRecord,
     /// Size of `base.ckpt`, once one is written or read.
@@ -262,6 +282,9 @@ impl Journal {
             reason: e.to_string(),
         })?;
         write_atomic(&partial.join("task.json"), &json)?;
+        // Locked before it becomes visible under its name, so that no
+        // `baton resume` can take it in between.
+        let held = lock(&partial, &record.id)?;
         if dir.exists() {
             let _ = fs::remove_dir_all(&partial);
             return Err(JournalError::Exists {
@@ -276,44 +299,42 @@ impl Journal {
             .append(true)
             .open(&log_path)
             .map_err(io_err("cannot open", &log_path))?;
-        let mut journal = Journal::new(dir, record)?;
+        let mut journal = Journal::new(dir, record, Some(held));
         journal.base_len = Some(base.bytes.len() as u64);
         journal.log = Some((file, 0));
         Ok(journal)
     }
 
-    fn new(dir: PathBuf, record: TaskRecord) -> Result<Journal, JournalError> {
-        let path = dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("cannot open", &path))?;
-        // SAFETY: flock on a file descriptor we own; no memory involved.
-        let locked = unsafe {
-            use std::os::fd::AsRawFd;
-            libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
-        };
-        if locked != 0 {
-            return Err(JournalError::Busy(record.id.clone()));
-        }
-        Ok(Journal {
+    fn new(dir: PathBuf, record: TaskRecord, lock: Option<File>) -> Journal {
+        Journal {
             _lock: lock,
             dir,
             record,
             base_len: None,
             log: None,
             synced: Instant::now(),
-        })
+        }
+    }
+    /// Opens the journal of an existing task to continue it, taking its
+    /// lock.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::NotFound`], [`JournalError::Damaged`],
+    /// [`JournalError::Busy`] if another process runs the task.
+    pub fn open(state_dir: &Path, id: &str) -> Result<Journal, JournalError> {
+        let mut journal = Journal::open_to_read(state_dir, id)?;
+        journal._lock = Some(lock(&journal.dir, id)?);
+        Ok(journal)
     }
 
-    /// Opens the journal of an existing task.
+    /// Opens the journal of an existing task only to look at it: no lock is
+    /// taken and nothing is written.
     ///
     /// # Errors
     ///
     /// [`JournalError::NotFound`], [`JournalError::Damaged`].
-    pub fn open(state_dir: &Path, id: &str) -> Result<Journal, JournalError> {
+    pub fn open_to_read(state_dir: &Path, id: &str) -> Result<Journal, JournalError> {
         check_id(id)?;
         let dir = state_dir.join(id);
         let path = dir.join("task.json");
@@ -341,7 +362,7 @@ impl Journal {
                 ),
             });
         }
-        Journal::new(dir, record)
+        Ok(Journal::new(dir, record, None))
     }
 
     /// The task's record.
@@ -542,6 +563,11 @@ impl Journal {
 fn replay(log: &[u8], state: &mut State, limits: &DecodeLimits) -> (u64, Option<String>) {
     let mut pos = 0usize;
     let mut first = true;
+    // The digest of `state` as it stands; after each record, the record's.
+    let mut current = match state.digest() {
+        Ok(d) => d,
+        Err(e) => return (0, Some(e.to_string())),
+    };
     while pos < log.len() {
         let torn = || {
             Some(format!(
@@ -574,10 +600,6 @@ fn replay(log: &[u8], state: &mut State, limits: &DecodeLimits) -> (u64, Option<
                 return (pos as u64, why);
             }
         };
-        let current = match state.digest() {
-            Ok(d) => d,
-            Err(e) => return (pos as u64, Some(e.to_string())),
-        };
         if delta.base() != current {
             if first {
                 // Left from before the current base was written.
@@ -590,11 +612,12 @@ fn replay(log: &[u8], state: &mut State, limits: &DecodeLimits) -> (u64, Option<
                 )),
             );
         }
-        let before = state.clone();
+        let next = delta.digest();
+        // `apply` leaves the state untouched when it fails.
         if let Err(e) = delta.apply(state) {
-            *state = before;
             return (pos as u64, Some(format!("record at byte {pos}: {e}")));
         }
+        current = next;
         first = false;
         pos = end;
     }

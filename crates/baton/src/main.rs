@@ -107,15 +107,27 @@ fn main() -> ExitCode {
         Ok(Some(runner::Ending::Finished(status))) => ExitCode::from(status as u8),
         Ok(Some(runner::Ending::Interrupted(_))) => ExitCode::from(EXIT_INTERRUPTED),
         Err(e) => {
-            eprintln!("baton: error: {}", one_line(&e));
+            // Through the console: it erases the status line and starts a
+            // fresh line if the task left stderr mid-line.
+            console::Console::global().line(&format!("baton: error: {}", one_line(&e)));
             ExitCode::from(exit_status(&e))
         }
     }
 }
 
 /// The error and its causes on one line, with what to do where we know it.
+/// Control characters (which a module's function names or a trap message
+/// could carry) are escaped so that they cannot move the cursor or recolour
+/// the terminal.
 fn one_line(e: &anyhow::Error) -> String {
-    let text = format!("{e:#}").replace('\n', " ");
+    let text: String = format!("{e:#}")
+        .chars()
+        .flat_map(|c| match c {
+            '\n' => " ".chars().collect::<Vec<_>>(),
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect();
     match e.downcast_ref::<TaskError>() {
         Some(TaskError::Trap { .. }) => format!("{text}; this is a bug in the task (or its input)"),
         _ => text,
@@ -127,7 +139,9 @@ fn exit_status(e: &anyhow::Error) -> u8 {
         if let Some(t) = cause.downcast_ref::<TaskError>() {
             return match t {
                 TaskError::Trap { .. } => EXIT_TRAP,
-                TaskError::StepTimeout { .. } | TaskError::MemoryLimit { .. } => EXIT_LIMIT,
+                TaskError::StepTimeout { .. }
+                | TaskError::MemoryLimit { .. }
+                | TaskError::OutOfMemory { .. } => EXIT_LIMIT,
                 _ => EXIT_ERROR,
             };
         }

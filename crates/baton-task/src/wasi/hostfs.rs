@@ -207,8 +207,8 @@ fn create_dir(path: &Path) -> Result<bool, HostError> {
 }
 
 /// Replaces `path` with `data` atomically: a temporary file in the same
-/// directory, written, fsynced and renamed over `path`. An existing target's
-/// permissions are kept.
+/// directory, written, fsynced and renamed over `path`. An existing regular
+/// file's permissions are kept.
 fn atomic_write(path: &Path, data: &[u8]) -> Result<(), HostError> {
     let werr = |source| HostError::Write {
         path: path.to_path_buf(),
@@ -226,6 +226,10 @@ fn atomic_write(path: &Path, data: &[u8]) -> Result<(), HostError> {
             "a directory is in the way",
         )));
     }
+    // Only a regular file's permissions are worth keeping: a symbolic link
+    // (skipped at load, so the task may create a file of the same name)
+    // reports 0777, which must not pass to the new file.
+    let existing = existing.filter(|m| m.is_file());
     let (tmp, mut file) = create_temp(dir, &name).map_err(werr)?;
     let result = (|| {
         file.write_all(data)?;

@@ -73,7 +73,7 @@ impl InspectArgs {
 }
 
 fn show_task(state_dir: &std::path::Path, id: &str) -> Result<()> {
-    let journal = Journal::open(state_dir, id)?;
+    let journal = Journal::open_to_read(state_dir, id)?;
     let r = journal.record();
     println!("task       {}", r.id);
     println!(

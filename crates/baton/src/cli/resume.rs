@@ -40,7 +40,7 @@ impl ResumeArgs {
     /// No such task, a damaged journal, a task failure.
     pub fn execute(self) -> Result<Ending> {
         let start = Instant::now();
-        let console = Console::new();
+        let console = Console::global().clone();
         let state_dir = match &self.state_dir {
             Some(d) => d.clone(),
             None => default_state_dir()?,

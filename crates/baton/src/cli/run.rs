@@ -97,7 +97,7 @@ impl RunArgs {
             max_memory: self.max_memory,
             max_step_time: self.max_step_time,
         };
-        let console = Console::new();
+        let console = Console::global().clone();
         let clock = if self.wall_clock {
             console.line("baton: warning: --wall-clock lets the task see real time; its output may differ between runs and after a restore");
             ClockMode::Wall
