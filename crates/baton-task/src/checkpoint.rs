@@ -622,10 +622,18 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
             pages,
         }));
     }
-    // Zeroed lazily by the allocator: pages the checkpoint does not carry
-    // are never touched, so a small forged checkpoint declaring a large
-    // memory costs address space, not work.
-    let mut memory = vec![0u8; header.memory_len as usize];
+    // When the checkpoint carries most of the memory, a huge-page-backed
+    // buffer fills fastest; otherwise the allocator's lazy zeroing means
+    // pages it does not carry are never touched, so a small forged
+    // checkpoint declaring a large memory costs address space, not work.
+    let len = header.memory_len as usize;
+    let mut memory = if indices.len() * PAGE_SIZE >= len / 2 {
+        let mut m = crate::state::big_buffer(len);
+        m.resize(len, 0);
+        m
+    } else {
+        vec![0u8; len]
+    };
     let mut hashes = vec![hash_page(&ZERO_PAGE); total_pages as usize];
     let mut scratch = Vec::new();
     for (group, block) in indices.chunks(GROUP).zip(&groups) {
