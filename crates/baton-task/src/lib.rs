@@ -56,6 +56,7 @@ pub mod digest;
 mod engine;
 mod error;
 pub mod module;
+mod nan;
 pub mod state;
 mod task;
 pub mod wasi;

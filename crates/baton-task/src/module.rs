@@ -7,6 +7,9 @@
 //! under a reserved name so that state capture sees globals the module keeps
 //! private (clang's `__stack_pointer` is the usual one).
 //!
+//! The code section is re-encoded by [`crate::nan`] to canonicalise NaNs
+//! where their bits become observable.
+//!
 //! It must not compile or instantiate anything (that is [`crate::engine`]) and
 //! knows nothing of the WASI host beyond the list of import names it provides.
 
@@ -19,6 +22,7 @@ use wasmparser::{
 };
 
 use crate::digest::Digest;
+use crate::nan;
 
 /// The import module every WASI preview1 function comes from.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
@@ -76,6 +80,7 @@ pub struct PreparedModule {
     shape: Shape,
     bytes: Vec<u8>,
     globals: Vec<CapturedGlobal>,
+    full_nan_canonicalisation: bool,
 }
 
 impl PreparedModule {
@@ -93,6 +98,14 @@ impl PreparedModule {
     /// The rewritten module, ready to compile.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Whether the module must run with Cranelift's canonicalisation of
+    /// every float result, because its code could not be rewritten to
+    /// canonicalise where NaN bits are observed (SIMD float arithmetic;
+    /// see [`crate::nan`]).
+    pub fn full_nan_canonicalisation(&self) -> bool {
+        self.full_nan_canonicalisation
     }
 
     /// The mutable globals captured as state, in index order.
@@ -200,6 +213,7 @@ pub fn prepare(bytes: &[u8], provided: &[&str]) -> Result<PreparedModule, Module
         digest: Digest::of(bytes),
         shape,
         bytes: rewritten,
+        full_nan_canonicalisation: scan.simd_float,
         globals: scan.captured,
     })
 }
@@ -228,6 +242,11 @@ struct Scan {
     func_types: Vec<u32>,
     /// Exports as (name, kind, index).
     exports: Vec<(String, ExternalKind, u32)>,
+    /// Float kind of every global (see [`nan::Context`]).
+    float_globals: Vec<Option<bool>>,
+    imported_funcs: usize,
+    /// Whether the code uses SIMD float arithmetic (see [`crate::nan`]).
+    simd_float: bool,
     memories: usize,
     imported_globals: u32,
     captured: Vec<CapturedGlobal>,
@@ -264,7 +283,10 @@ impl Scan {
                             });
                         }
                         match import.ty {
-                            TypeRef::Func(t) => scan.func_types.push(t),
+                            TypeRef::Func(t) => {
+                                scan.func_types.push(t);
+                                scan.imported_funcs += 1;
+                            }
                             TypeRef::Global(_) => scan.imported_globals += 1,
                             TypeRef::Memory(_) => scan.memories += 1,
                             _ => {}
@@ -280,6 +302,8 @@ impl Scan {
                 Payload::GlobalSection(reader) => {
                     for (i, global) in reader.into_iter().enumerate() {
                         let global = global.map_err(invalid)?;
+                        scan.float_globals
+                            .push(nan::float_kind(global.ty.content_type));
                         if !global.ty.mutable {
                             continue;
                         }
@@ -324,9 +348,14 @@ impl Scan {
                 }
                 Payload::CodeSectionEntry(body) => {
                     let mut ops = body.get_operators_reader().map_err(invalid)?;
+                    let mut scratch = String::new();
                     while !ops.eof() {
-                        if let Some(what) = uncapturable(&ops.read().map_err(invalid)?) {
+                        let op = ops.read().map_err(invalid)?;
+                        if let Some(what) = uncapturable(&op) {
                             return Err(ModuleError::Unsupported(what.to_string()));
+                        }
+                        if !scan.simd_float && nan::is_simd_float(&op, &mut scratch) {
+                            scan.simd_float = true;
                         }
                     }
                 }
@@ -411,6 +440,22 @@ impl Scan {
                 exports_written = true;
             }
             if id == 7 {
+                continue;
+            }
+            if let (Payload::CodeSectionStart { range, .. }, false) = (&payload, self.simd_float) {
+                let reader = wasmparser::CodeSectionReader::new(wasmparser::BinaryReader::new(
+                    &bytes[range.clone()],
+                    range.start,
+                ))
+                .map_err(invalid)?;
+                let type_params: Vec<usize> = self.types.iter().map(|(p, _)| p.len()).collect();
+                let cx = nan::Context {
+                    type_params: &type_params,
+                    func_types: &self.func_types,
+                    imported_funcs: self.imported_funcs,
+                    float_globals: &self.float_globals,
+                };
+                out.section(&nan::rewrite_code(&cx, reader)?);
                 continue;
             }
             out.section(&RawSection {

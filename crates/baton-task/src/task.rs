@@ -126,6 +126,8 @@ pub struct Task {
     globals: Vec<(Global, GlobalKind)>,
     entry: Entry,
     limits: Limits,
+    /// Whether the engine compiled in epoch checks.
+    step_limits: bool,
     point: u64,
     finished: Option<i32>,
     failed: bool,
@@ -305,10 +307,18 @@ impl Task {
                 refused: None,
             },
         };
-        let mut store = Store::new(engine.wasmtime(), data);
+        if limits.max_step_time.is_some() && !engine.step_limits() {
+            return Err(TaskError::Engine(
+                "this engine was created without step limits; use Engine::new() for a max_step_time"
+                    .to_string(),
+            ));
+        }
+        let mut store = Store::new(program.wasmtime(), data);
         store.limiter(|d| &mut d.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(u64::MAX / 2);
+        if engine.step_limits() {
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(u64::MAX / 2);
+        }
         let instance = match program.instance_pre().instantiate(&mut store) {
             Ok(i) => i,
             Err(e) => {
@@ -343,6 +353,7 @@ impl Task {
             globals,
             entry,
             limits,
+            step_limits: engine.step_limits(),
             point: 0,
             finished: None,
             failed: false,
@@ -352,6 +363,9 @@ impl Task {
     }
 
     fn arm_deadline(&mut self) {
+        if !self.step_limits {
+            return;
+        }
         let ticks = match self.limits.max_step_time {
             Some(limit) => (limit.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1,
             None => u64::MAX / 2,

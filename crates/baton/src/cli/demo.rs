@@ -87,7 +87,7 @@ impl DemoArgs {
     ///
     /// Only if baton itself is broken: the demo's checks failing is an error.
     pub fn execute(self) -> Result<()> {
-        let engine = Engine::new()?;
+        let engine = Engine::with_step_limits(false)?;
         println!(
             "baton demo: stop a running task, capture it, continue it elsewhere — same bytes out\n"
         );

@@ -55,7 +55,7 @@ impl ResumeArgs {
         }
         let record = journal.record().clone();
         let bytes = journal.module()?;
-        let engine = Engine::new()?;
+        let engine = Engine::with_step_limits(record.max_step_time_ms.is_some())?;
         let program = engine
             .load(&bytes)
             .context("cannot load the journaled module")?;

@@ -76,7 +76,8 @@ impl RunArgs {
         let start = Instant::now();
         let bytes = std::fs::read(&self.module)
             .with_context(|| format!("cannot read module {}", self.module.display()))?;
-        let engine = Engine::new()?;
+        // Without a step limit the compiled code needs no epoch checks.
+        let engine = Engine::with_step_limits(self.max_step_time.is_some())?;
         let program = engine
             .load(&bytes)
             .with_context(|| format!("cannot load {}", self.module.display()))?;
