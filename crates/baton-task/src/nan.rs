@@ -134,6 +134,10 @@ fn rewrite_body(
 }
 
 /// Replaces the f32 on top of the stack by the canonical NaN if it is a NaN.
+///
+/// A branch instead of `select` measured the same on n-body (2.05 s either
+/// way, against 1.37 s with no canonicalisation and 6.0 s with Cranelift's):
+/// the cost is the compare at every store, not the data dependency.
 fn canon_f32(f: &mut Function, t: u32) {
     f.instruction(&Instruction::LocalSet(t))
         .instruction(&Instruction::F32Const(Ieee32::new(CANONICAL_F32)))
