@@ -177,9 +177,9 @@ pub(crate) fn canonical_digest(
     };
     h.update(&(PAGE_SIZE as u32).to_le_bytes());
     h.update(&(memory_len as u64).to_le_bytes());
-    for ph in page_hashes {
-        h.update(ph);
-    }
+    // One call: BLAKE3 hashes a long input many chunks at a time, but
+    // 32 bytes per call one at a time.
+    h.update(page_hashes.as_flattened());
     h.update(&(globals.len() as u32).to_le_bytes());
     for g in globals {
         h.update(&[g.kind as u8]).update(&g.bits.to_le_bytes());
