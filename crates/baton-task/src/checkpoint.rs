@@ -270,21 +270,7 @@ pub(crate) fn encode(
 ///
 /// Only if the host state cannot be encoded, which is a bug.
 pub fn encode_full(state: &State) -> Result<Checkpoint, CheckpointError> {
-    let host =
-        postcard::to_allocvec(&state.host).map_err(|e| CheckpointError::Encode(e.to_string()))?;
-    let digest = state
-        .digest()
-        .map_err(|e| CheckpointError::Encode(e.to_string()))?;
-    let parts = Parts {
-        module: state.module,
-        point: state.point,
-        finished: state.finished,
-        digest,
-        memory: state.memory(),
-        globals: &state.globals,
-        host: &host,
-    };
-    encode(&parts, Kind::Full, 0..state.memory().len() / PAGE_SIZE)
+    encode_state(state, Kind::Full, 0..state.memory().len() / PAGE_SIZE)
 }
 
 /// Encodes `state` as a delta against `base`: the pages that differ, plus
@@ -310,11 +296,6 @@ pub fn encode_delta(base: &State, state: &State) -> Result<Checkpoint, Checkpoin
     let base_digest = base
         .digest()
         .map_err(|e| CheckpointError::Encode(e.to_string()))?;
-    let digest = state
-        .digest()
-        .map_err(|e| CheckpointError::Encode(e.to_string()))?;
-    let host =
-        postcard::to_allocvec(&state.host).map_err(|e| CheckpointError::Encode(e.to_string()))?;
     let old = base.memory();
     let changed = state
         .memory()
@@ -322,6 +303,20 @@ pub fn encode_delta(base: &State, state: &State) -> Result<Checkpoint, Checkpoin
         .enumerate()
         .filter(|(i, page)| old.get(i * PAGE_SIZE..(i + 1) * PAGE_SIZE) != Some(*page))
         .map(|(i, _)| i);
+    encode_state(state, Kind::Delta { base: base_digest }, changed)
+}
+
+/// Encodes a [`State`] with the given pages.
+fn encode_state(
+    state: &State,
+    kind: Kind,
+    pages: impl Iterator<Item = usize>,
+) -> Result<Checkpoint, CheckpointError> {
+    let host =
+        postcard::to_allocvec(&state.host).map_err(|e| CheckpointError::Encode(e.to_string()))?;
+    let digest = state
+        .digest()
+        .map_err(|e| CheckpointError::Encode(e.to_string()))?;
     let parts = Parts {
         module: state.module,
         point: state.point,
@@ -331,7 +326,7 @@ pub fn encode_delta(base: &State, state: &State) -> Result<Checkpoint, Checkpoin
         globals: &state.globals,
         host: &host,
     };
-    encode(&parts, Kind::Delta { base: base_digest }, changed)
+    encode(&parts, kind, pages)
 }
 
 /// A decoded delta: apply it to its base with [`Delta::apply`].
