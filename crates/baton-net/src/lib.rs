@@ -20,6 +20,10 @@
 //!   stream, a bulk stream or the output stream; [`Conn::recv`] yields
 //!   `(Channel, Message)`.
 //! - [`frame`]: the byte layout of streams and the frame size limits.
+//! - [`relay`]: [`Relay`], a UDP relay between a client and an agent that
+//!   cuts, heals, delays, drops and moves the client's apparent address on
+//!   command: fault injection for tests and `baton demo`, never for
+//!   production traffic.
 //! - [`NetError`]: every failure, worded for the user.
 //!
 //! # Example
@@ -56,6 +60,7 @@ pub mod endpoint;
 mod error;
 pub mod frame;
 pub mod identity;
+pub mod relay;
 pub mod tls;
 
 pub use conn::Conn;
@@ -63,4 +68,5 @@ pub use endpoint::{Agent, Client, NetConfig, Pending};
 pub use error::NetError;
 pub use frame::FrameLimits;
 pub use identity::{AuthorizedClients, Fingerprint, Identity, KnownAgents, Role};
+pub use relay::Relay;
 pub use tls::ClientPolicy;

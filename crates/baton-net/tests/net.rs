@@ -5,14 +5,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_net::endpoint::Pending;
 use baton_net::{
     tls, Agent, AuthorizedClients, Client, ClientPolicy, Conn, Fingerprint, Identity, KnownAgents,
-    NetConfig, NetError, Role,
+    NetConfig, NetError, Relay, Role,
 };
 use baton_proto::message::{Ack, CheckpointMsg, ExecStatus, Heartbeat, OutputMsg, Summary};
 use baton_proto::{
@@ -553,45 +552,13 @@ async fn hostile_frames_close_that_connection_and_the_agent_serves_on() {
 
 // ---------------------------------------------------------------- idle timeout
 
-/// A UDP relay between one client and the agent that can be cut: after the
-/// cut it drops every datagram, as a dead link does.
-async fn relay(agent: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
-    let front = UdpSocket::bind(local()).await.unwrap();
-    let back = UdpSocket::bind(local()).await.unwrap();
-    back.connect(agent).await.unwrap();
-    let addr = front.local_addr().unwrap();
-    let cut = Arc::new(AtomicBool::new(false));
-    let is_cut = cut.clone();
-    tokio::spawn(async move {
-        let mut client = None;
-        let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
-        loop {
-            tokio::select! {
-                r = front.recv_from(&mut a) => {
-                    let Ok((n, from)) = r else { return };
-                    client = Some(from);
-                    if !is_cut.load(Ordering::SeqCst) {
-                        let _ = back.send(&a[..n]).await;
-                    }
-                }
-                r = back.recv(&mut b) => {
-                    let Ok(n) = r else { return };
-                    if let (Some(to), false) = (client, is_cut.load(Ordering::SeqCst)) {
-                        let _ = front.send_to(&b[..n], to).await;
-                    }
-                }
-            }
-        }
-    });
-    (addr, cut)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_notices_a_vanished_client_after_disconnect_after() {
     let disconnect_after = Duration::from_millis(500);
     let cfg = NetConfig::with_disconnect_after(disconnect_after);
     let s = setup(true, cfg);
-    let (via, cut) = relay(s.agent.local_addr().unwrap()).await;
+    let relay = Relay::start(s.agent.local_addr().unwrap()).unwrap();
+    let via = relay.client_side_addr();
     let client = Client::bind(local(), s.client_id.clone(), cfg).unwrap();
     let (c, a) = bounded("connect via relay", async {
         tokio::join!(client.connect(via, s.agent_id.fingerprint()), async {
@@ -610,7 +577,7 @@ async fn the_agent_notices_a_vanished_client_after_disconnect_after() {
     tokio::time::sleep(disconnect_after * 2).await;
     assert!(a.quinn().close_reason().is_none(), "a quiet link timed out");
 
-    cut.store(true, Ordering::SeqCst);
+    relay.cut();
     let cut_at = Instant::now();
     let err = bounded("agent notices", a.recv()).await.unwrap_err();
     let noticed = cut_at.elapsed();
