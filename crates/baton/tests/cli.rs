@@ -15,7 +15,6 @@ use support::*;
 const EXIT_TRAP: i32 = 134;
 const EXIT_LIMIT: i32 = 124;
 const EXIT_ERROR: i32 = 125;
-const EXIT_INTERRUPTED: i32 = 130;
 
 // ---------------------------------------------------------------------------
 // help
@@ -364,11 +363,7 @@ fn render_file_appears_only_when_the_task_finishes() {
     let mut cap = Capture::new();
     cap.attach(&mut cmd);
     let mut child = cmd.spawn().unwrap();
-    wait_for_points(&mut child, &events, 3, Duration::from_secs(30));
-    signal(&child, libc::SIGINT);
-    let status = wait_bounded(&mut child, Duration::from_secs(30), "interrupted render");
-    let o = cap.read(status);
-    o.assert_code(EXIT_INTERRUPTED);
+    let o = interrupt_after_points(&mut child, &mut cap, &events, 3);
     let left: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -1135,11 +1130,7 @@ fn ctrl_c_without_a_journal_says_how_to_make_it_resumable() {
     let mut cap = Capture::new();
     cap.attach(&mut cmd);
     let mut child = cmd.spawn().unwrap();
-    wait_for_points(&mut child, &ev, 2, Duration::from_secs(30));
-    signal(&child, libc::SIGINT);
-    let status = wait_bounded(&mut child, Duration::from_secs(30), "interrupted baton");
-    let o = cap.read(status);
-    o.assert_code(EXIT_INTERRUPTED);
+    let o = interrupt_after_points(&mut child, &mut cap, &ev, 2);
     let line = o
         .stderr
         .lines()
@@ -1159,11 +1150,7 @@ fn ctrl_c_stops_at_a_point_and_resume_completes() {
     let ev2 = tmp.path().join("resume.jsonl");
     let mut cap = Capture::new();
     let mut child = start_big(&BIG, &state, "big-int", &ev1, &cap);
-    wait_for_points(&mut child, &ev1, 15, Duration::from_secs(60));
-    signal(&child, libc::SIGINT);
-    let status = wait_bounded(&mut child, Duration::from_secs(30), "interrupted baton");
-    let first = cap.read(status);
-    first.assert_code(EXIT_INTERRUPTED);
+    let first = interrupt_after_points(&mut child, &mut cap, &ev1, 15);
     assert!(
         first.stderr.contains("baton resume big-int"),
         "Ctrl-C must say how to continue: {}",
@@ -1243,10 +1230,7 @@ fn log_records(log: &[u8]) -> Vec<std::ops::Range<usize>> {
 fn interrupted_big(state: &Path, id: &str, events: &Path, points: usize) -> u64 {
     let mut cap = Capture::new();
     let mut child = start_big(&BIG, state, id, events, &cap);
-    wait_for_points(&mut child, events, points, Duration::from_secs(60));
-    signal(&child, libc::SIGINT);
-    let status = wait_bounded(&mut child, Duration::from_secs(30), "interrupted baton");
-    cap.read(status).assert_code(EXIT_INTERRUPTED);
+    interrupt_after_points(&mut child, &mut cap, events, points);
     read_events(events)
         .iter()
         .filter(|e| e["event"] == "point")

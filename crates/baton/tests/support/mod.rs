@@ -283,6 +283,26 @@ pub fn wait_for_points(child: &mut Child, events: &Path, n: usize, limit: Durati
     }
 }
 
+/// baton's exit status after Ctrl-C stopped the task at a point.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Waits for `points` point events in `events`, presses Ctrl-C (SIGINT),
+/// waits for `child` to stop and returns what it printed, checking that it
+/// exited with 130 (stopped at a point).
+pub fn interrupt_after_points(
+    child: &mut Child,
+    cap: &mut Capture,
+    events: &Path,
+    points: usize,
+) -> Output {
+    wait_for_points(child, events, points, Duration::from_secs(60));
+    signal(child, libc::SIGINT);
+    let status = wait_bounded(child, Duration::from_secs(30), "interrupted baton");
+    let o = cap.read(status);
+    o.assert_code(EXIT_INTERRUPTED);
+    o
+}
+
 /// Sends `sig` to the child.
 pub fn signal(child: &Child, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
