@@ -191,3 +191,18 @@ pub(crate) fn point_of(s: Option<StateRef>) -> Point {
 pub(crate) fn digest_of(s: Option<StateRef>) -> Option<Digest> {
     s.map(|s| s.digest)
 }
+
+impl Event {
+    /// The `responsibility` event for an agreement reached on `p` (not a
+    /// takeover).
+    pub(crate) fn agreed(p: &crate::message::Proposal) -> Event {
+        Event::Responsibility {
+            point: p.anchor.point,
+            holder: p.assignment.responsible,
+            executor: p.assignment.executor,
+            mode: p.assignment.mode,
+            epoch: p.epoch,
+            takeover: false,
+        }
+    }
+}

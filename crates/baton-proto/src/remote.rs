@@ -771,14 +771,7 @@ impl RemoteStub {
             }));
         }
         self.summary_dirty = true;
-        self.core.events.push_back(Event::Responsibility {
-            point: p.anchor.point,
-            holder: p.assignment.responsible,
-            executor: p.assignment.executor,
-            mode: p.assignment.mode,
-            epoch: p.epoch,
-            takeover: false,
-        });
+        self.core.events.push_back(Event::agreed(&p));
         if p.assignment.executor == Side::Remote {
             if self.core.paused_at() != Some(p.anchor) {
                 self.core.stop();

@@ -89,14 +89,7 @@ impl LocalStub {
         if old.assignment.responsible != p.assignment.responsible {
             self.last_change = now;
         }
-        self.core.events.push_back(Event::Responsibility {
-            point: p.anchor.point,
-            holder: p.assignment.responsible,
-            executor: p.assignment.executor,
-            mode: p.assignment.mode,
-            epoch: p.epoch,
-            takeover: false,
-        });
+        self.core.events.push_back(Event::agreed(&p));
         if !act {
             self.session_agreed = false;
         } else if p.assignment.executor == Side::Local {
