@@ -5,19 +5,27 @@
 //! - **Control**: the one bidirectional stream, opened by the client right
 //!   after the handshake (see `endpoint`). Highest send priority, so bulk
 //!   data never delays a heartbeat behind it.
-//! - **Bulk**: a new unidirectional stream per message (a module or a
-//!   checkpoint), lowest priority; many can be in flight at once.
+//! - **Bulk**: a new stream per message (a module or a checkpoint), lowest
+//!   priority; many can be in flight at once. From
+//!   [`RESUMABLE_MIN`](crate::bulk::RESUMABLE_MIN) bytes on, a
+//!   bidirectional stream carrying a resumable transfer (see
+//!   [`bulk`]); below it, a unidirectional stream with one
+//!   frame. Every bidirectional stream after the control stream is a bulk
+//!   stream.
 //! - **Output**: one long-lived unidirectional stream per direction, opened
 //!   on first use, middle priority; output stays in order.
 //!
 //! Receiving runs in background tasks (one per stream) that decode whole
 //! messages and queue them for [`Conn::recv`]; a message is queued only when
-//! all of it has arrived, so a large checkpoint in flight never holds up a
-//! control message. If the peer sends an oversize or malformed frame, the
-//! connection is closed with [`CLOSE_PROTOCOL_VIOLATION`] and `recv` returns
-//! the error. A unidirectional stream that the peer resets (a cancelled
-//! send) is dropped with its partial message; the connection lives on. This module must not interpret messages: routing is by
-//! [`Message::channel`] only.
+//! all of it has arrived (and, for a resumable transfer, matched its id), so
+//! a large checkpoint in flight never holds up a control message. If the
+//! peer sends an oversize or malformed frame, the connection is closed with
+//! [`CLOSE_PROTOCOL_VIOLATION`] and `recv` returns the error. A bulk stream
+//! that the peer resets (a cancelled send) or that dies with its connection
+//! keeps its bytes in the endpoint's store of partial transfers when it was
+//! resumable (for a later resend to resume) and is dropped otherwise; the
+//! connection lives on. This module must not interpret messages: routing is
+//! by [`Message::channel`] only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +36,7 @@ use quinn::VarInt;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
+use crate::bulk::{self, BulkStats, Counters, Partials, Receiver};
 use crate::error::NetError;
 use crate::frame::{self, FrameLimits, StreamKind};
 use crate::identity::Fingerprint;
@@ -82,6 +91,7 @@ struct Inner {
     output_tx: Mutex<Option<quinn::SendStream>>,
     rx: Mutex<mpsc::Receiver<Received>>,
     fault: Fault,
+    counters: Arc<Counters>,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -113,14 +123,33 @@ async fn read_stream(
     channel: Channel,
     limits: &FrameLimits,
     tx: &mpsc::Sender<Received>,
+    counters: &Counters,
 ) -> Result<(), NetError> {
     while let Some(bytes) = frame::read_frame(recv, channel, limits.max(channel)).await? {
+        if channel == Channel::Bulk {
+            counters.add_received(bytes.len());
+        }
         let msg = frame::decode(channel, &bytes, limits)?;
         if tx.send(Ok((channel, msg))).await.is_err() {
             return Ok(()); // the Conn is gone
         }
     }
     Ok(())
+}
+
+/// Records a peer violation in `fault` (for `recv` to report) and closes
+/// the connection with [`CLOSE_PROTOCOL_VIOLATION`].
+fn close_for_violation(connection: &quinn::Connection, fault: &Fault, err: NetError) {
+    tracing::warn!(remote = %connection.remote_address(), error = %err, "closing a connection: protocol violation");
+    let reason = err.to_string();
+    fault
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert(err);
+    connection.close(
+        VarInt::from_u32(CLOSE_PROTOCOL_VIOLATION),
+        &reason.as_bytes()[..reason.len().min(200)],
+    );
 }
 
 /// Handles a reader's failure: a peer violation is recorded in `fault`
@@ -133,16 +162,7 @@ async fn fail(
 ) {
     let err = lost_or(connection, err);
     if err.is_peer_violation() {
-        tracing::warn!(remote = %connection.remote_address(), error = %err, "closing a connection: protocol violation");
-        let reason = err.to_string();
-        fault
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(err);
-        connection.close(
-            VarInt::from_u32(CLOSE_PROTOCOL_VIOLATION),
-            &reason.as_bytes()[..reason.len().min(200)],
-        );
+        close_for_violation(connection, fault, err);
         let _ = tx
             .send(Err(NetError::ConnectionLost(
                 quinn::ConnectionError::LocallyClosed,
@@ -153,23 +173,100 @@ async fn fail(
     }
 }
 
-fn spawn_readers(
+/// Ends the failed task of one bulk or output stream: a peer violation
+/// closes the connection; anything else drops the stream alone.
+async fn stream_failed(
+    connection: &quinn::Connection,
+    tx: &mpsc::Sender<Received>,
+    fault: &Fault,
+    err: NetError,
+) {
+    match err {
+        e if e.is_peer_violation() => fail(connection, tx, fault, e).await,
+        // The connection's end is reported by the acceptors.
+        _ if connection.close_reason().is_some() => {}
+        // The peer reset this stream (it abandoned a transfer or was
+        // cancelled mid-message): a resumable transfer keeps its partial
+        // bytes in the store, a one-frame message is dropped; the protocol
+        // resends what matters.
+        e => tracing::debug!(error = %e, "a bulk or output stream failed; dropped"),
+    }
+}
+
+/// Everything the stream readers of one connection share.
+struct Readers {
     connection: quinn::Connection,
-    mut control_rx: quinn::RecvStream,
     limits: FrameLimits,
     tx: mpsc::Sender<Received>,
     fault: Fault,
-) -> Vec<JoinHandle<()>> {
+    receiver: Arc<Receiver>,
+}
+
+fn spawn_readers(mut control_rx: quinn::RecvStream, r: Readers) -> Vec<JoinHandle<()>> {
+    let Readers {
+        connection,
+        limits,
+        tx,
+        fault,
+        receiver,
+    } = r;
+    let counters = receiver.counters.clone();
     let control = {
         let connection = connection.clone();
         let tx = tx.clone();
         let fault = fault.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
-            let err = match read_stream(&mut control_rx, Channel::Control, &limits, &tx).await {
+            let err = match read_stream(&mut control_rx, Channel::Control, &limits, &tx, &counters)
+                .await
+            {
                 Ok(()) => NetError::Protocol("the peer ended the control stream".into()),
                 Err(e) => e,
             };
             fail(&connection, &tx, &fault, err).await;
+        })
+    };
+    let bidi = {
+        let connection = connection.clone();
+        let tx = tx.clone();
+        let fault = fault.clone();
+        tokio::spawn(async move {
+            loop {
+                let (send, mut recv) = match connection.accept_bi().await {
+                    Ok(streams) => streams,
+                    Err(e) => {
+                        let _ = tx.send(Err(NetError::ConnectionLost(e))).await;
+                        return;
+                    }
+                };
+                let connection = connection.clone();
+                let tx = tx.clone();
+                let fault = fault.clone();
+                let receiver = receiver.clone();
+                // Bounded by the transport's max_concurrent_bidi_streams; each
+                // task ends with its stream or the connection.
+                tokio::spawn(async move {
+                    let result = async {
+                        let kind = frame::read_header(&mut recv, Channel::Bulk).await?;
+                        if kind != StreamKind::Bulk {
+                            return Err(NetError::Protocol(format!(
+                                "a bidirectional stream after the control stream claims to be a {kind:?} stream"
+                            )));
+                        }
+                        let Some(bytes) = bulk::receive(send, &mut recv, &receiver).await? else {
+                            return Ok(()); // it continues on a newer connection
+                        };
+                        let msg = frame::decode(Channel::Bulk, &bytes, &limits)?;
+                        drop(bytes);
+                        let _ = tx.send(Ok((Channel::Bulk, msg))).await;
+                        Ok(())
+                    }
+                    .await;
+                    if let Err(e) = result {
+                        stream_failed(&connection, &tx, &fault, e).await;
+                    }
+                });
+            }
         })
     };
     let uni = tokio::spawn(async move {
@@ -184,6 +281,7 @@ fn spawn_readers(
             let connection = connection.clone();
             let tx = tx.clone();
             let fault = fault.clone();
+            let counters = counters.clone();
             // Bounded by the transport's max_concurrent_uni_streams; each task
             // ends with its stream or the connection.
             tokio::spawn(async move {
@@ -194,25 +292,16 @@ fn spawn_readers(
                             "a unidirectional stream claims to be the control stream".into(),
                         ));
                     }
-                    read_stream(&mut recv, kind.channel(), &limits, &tx).await
+                    read_stream(&mut recv, kind.channel(), &limits, &tx, &counters).await
                 }
                 .await;
-                match result {
-                    Ok(()) => {}
-                    Err(e) if e.is_peer_violation() => fail(&connection, &tx, &fault, e).await,
-                    // The connection's end is reported by the acceptor.
-                    Err(_) if connection.close_reason().is_some() => {}
-                    // The peer reset this stream (it abandoned a transfer or
-                    // was cancelled mid-message): drop the partial message;
-                    // the protocol resends what matters.
-                    Err(e) => {
-                        tracing::debug!(error = %e, "a unidirectional stream failed; dropped")
-                    }
+                if let Err(e) = result {
+                    stream_failed(&connection, &tx, &fault, e).await;
                 }
             });
         }
     });
-    vec![control, uni]
+    vec![control, bidi, uni]
 }
 
 /// Application stream reset code: the sender abandoned the message.
@@ -221,16 +310,20 @@ pub const RESET_CANCELLED: u32 = 0;
 /// A send stream that is reset if dropped before [`Sending::done`], so that
 /// a cancelled send never leaves half a frame that the peer would take for a
 /// stream that ended early or, on a long-lived stream, for garbage.
-struct Sending(Option<quinn::SendStream>);
+pub(crate) struct Sending(Option<quinn::SendStream>);
 
 impl Sending {
-    fn stream(&mut self) -> &mut quinn::SendStream {
+    pub(crate) fn new(stream: quinn::SendStream) -> Sending {
+        Sending(Some(stream))
+    }
+
+    pub(crate) fn stream(&mut self) -> &mut quinn::SendStream {
         self.0
             .as_mut()
             .unwrap_or_else(|| unreachable!("used after done"))
     }
 
-    fn done(mut self) -> quinn::SendStream {
+    pub(crate) fn done(mut self) -> quinn::SendStream {
         self.0.take().unwrap_or_else(|| unreachable!("done twice"))
     }
 }
@@ -244,18 +337,37 @@ impl Drop for Sending {
 }
 
 impl Conn {
-    /// Wraps an established connection whose control stream is set up.
+    /// Wraps an established connection whose control stream is set up;
+    /// `partials` is the endpoint's store of partial bulk transfers.
     pub(crate) fn new(
         connection: quinn::Connection,
         peer: Fingerprint,
         limits: FrameLimits,
-        control_tx: quinn::SendStream,
-        control_rx: quinn::RecvStream,
+        control: (quinn::SendStream, quinn::RecvStream),
+        partials: Arc<Partials>,
     ) -> Conn {
+        let (control_tx, control_rx) = control;
         let _ = control_tx.set_priority(PRIORITY_CONTROL);
         let (tx, rx) = mpsc::channel(QUEUE);
         let fault = Fault::default();
-        let readers = spawn_readers(connection.clone(), control_rx, limits, tx, fault.clone());
+        let counters = Arc::new(Counters::default());
+        let receiver = Arc::new(Receiver {
+            store: partials,
+            peer,
+            conn: connection.stable_id(),
+            max: limits.bulk,
+            counters: counters.clone(),
+        });
+        let readers = spawn_readers(
+            control_rx,
+            Readers {
+                connection: connection.clone(),
+                limits,
+                tx,
+                fault: fault.clone(),
+                receiver,
+            },
+        );
         Conn {
             inner: Arc::new(Inner {
                 connection,
@@ -265,6 +377,7 @@ impl Conn {
                 output_tx: Mutex::new(None),
                 rx: Mutex::new(rx),
                 fault,
+                counters,
                 readers,
             }),
         }
@@ -276,11 +389,20 @@ impl Conn {
     /// channel; bulk messages travel on their own streams and may overtake
     /// one another.
     ///
+    /// A bulk message of [`RESUMABLE_MIN`](crate::bulk::RESUMABLE_MIN)
+    /// bytes or more is resumable: if an earlier send of the same message
+    /// to the same peer endpoint was cut off (connection lost, or the send
+    /// cancelled), the peer says how much it holds and only the rest is
+    /// sent ([`Conn::bulk_stats`] counts both). Sending the same message
+    /// again on a *new* connection while an older connection still carries
+    /// it moves the transfer to the new one; the old send then fails.
+    ///
     /// # Cancellation
     ///
-    /// Dropping the future of a bulk or output send resets that stream: the
-    /// peer drops the partial message and the connection lives on (the next
-    /// output message opens a new output stream). Dropping a *control* send
+    /// Dropping the future of a bulk or output send resets that stream and
+    /// the connection lives on (the next output message opens a new output
+    /// stream). The peer drops a partial output or small bulk message, and
+    /// keeps a partial resumable transfer for a later send to resume. Dropping a *control* send
     /// mid-write may leave half a frame on the control stream, after which
     /// the peer closes the connection as a protocol violation: do not cancel
     /// control sends (they are small and wait only when the peer stops
@@ -331,6 +453,17 @@ impl Conn {
                             max,
                         });
                     }
+                    if bytes.len() >= bulk::RESUMABLE_MIN {
+                        return match bulk::send(connection, &bytes, &self.inner.counters).await {
+                            // Only the peer's answer can be a violation here.
+                            Err(NetError::Protocol(reason)) => {
+                                let err = NetError::Protocol(reason.clone());
+                                close_for_violation(connection, &self.inner.fault, err);
+                                Err(NetError::Protocol(reason))
+                            }
+                            other => other,
+                        };
+                    }
                     let stream = connection
                         .open_uni()
                         .await
@@ -339,6 +472,7 @@ impl Conn {
                     let mut sending = Sending(Some(stream));
                     frame::write_header(sending.stream(), StreamKind::Bulk).await?;
                     frame::write_frame(sending.stream(), channel, &bytes, max).await?;
+                    self.inner.counters.add_sent(bytes.len());
                     // Finishing lets QUIC deliver the rest after this returns.
                     let _ = sending.done().finish();
                     Ok(())
@@ -375,6 +509,12 @@ impl Conn {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         Err(fault.unwrap_or(err))
+    }
+
+    /// Bulk byte counters of this connection: sent, resumed (not sent
+    /// because the peer already held them) and received.
+    pub fn bulk_stats(&self) -> BulkStats {
+        self.inner.counters.snapshot()
     }
 
     /// The peer's certificate fingerprint (verified during the handshake).

@@ -1,7 +1,9 @@
 //! QUIC endpoints: the agent's listener and the client's connector.
 //!
 //! Owns the quinn configuration (transport tuning from
-//! [`NetConfig::disconnect_after`], stream bounds) and connection setup: the
+//! [`NetConfig::disconnect_after`], stream bounds), each endpoint's store of
+//! partial bulk transfers (made here, kept by `bulk`, shared by the
+//! endpoint's connections) and connection setup: the
 //! handshake, the client opening the control stream right after it (both
 //! sides exchange a stream header on it before a [`Conn`] is handed out),
 //! and turning handshake failures into clear errors
@@ -17,6 +19,7 @@ use baton_proto::Channel;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
+use crate::bulk::{PartialStats, Partials, ResumeLimits};
 use crate::conn::Conn;
 use crate::error::NetError;
 use crate::frame::{self, FrameLimits, StreamKind};
@@ -31,25 +34,29 @@ pub struct NetConfig {
     /// quiet link never times out. The effective timeout is the smaller of
     /// the two sides' values.
     pub disconnect_after: Duration,
-    /// Most bidirectional streams the peer may have open at once. Only the
-    /// control stream is bidirectional, so 1 is enough.
+    /// Most bidirectional streams the peer may have open at once: the
+    /// control stream plus resumable bulk transfers in flight. At least 2.
     pub max_concurrent_bidi_streams: u32,
-    /// Most unidirectional streams (bulk transfers plus the output stream)
-    /// the peer may have open at once.
+    /// Most unidirectional streams (small bulk messages plus the output
+    /// stream) the peer may have open at once.
     pub max_concurrent_uni_streams: u32,
     /// Frame size limits per channel.
     pub limits: FrameLimits,
+    /// Bounds on the partial bulk transfers kept for resumption.
+    pub resume: ResumeLimits,
 }
 
 impl Default for NetConfig {
     /// 5 s disconnect-after (DESIGN §12's default is the binary's choice),
-    /// 1 bidirectional and 16 unidirectional streams, default frame limits.
+    /// 17 bidirectional (control and 16 bulk) and 16 unidirectional
+    /// streams, default frame limits and resume bounds.
     fn default() -> NetConfig {
         NetConfig {
             disconnect_after: Duration::from_secs(5),
-            max_concurrent_bidi_streams: 1,
+            max_concurrent_bidi_streams: 17,
             max_concurrent_uni_streams: 16,
             limits: FrameLimits::default(),
+            resume: ResumeLimits::default(),
         }
     }
 }
@@ -68,7 +75,8 @@ impl NetConfig {
     /// # Errors
     ///
     /// [`NetError::Config`] if `disconnect_after` is zero or too large for
-    /// QUIC, a stream bound is zero, or a frame limit is out of range.
+    /// QUIC, a stream bound is too small, a frame limit is out of range, or
+    /// `resume.max_per_peer` is zero.
     pub fn transport(&self) -> Result<TransportConfig, NetError> {
         self.limits.check()?;
         if self.disconnect_after < Duration::from_millis(3) {
@@ -77,9 +85,16 @@ impl NetConfig {
                 self.disconnect_after
             )));
         }
-        if self.max_concurrent_bidi_streams == 0 || self.max_concurrent_uni_streams == 0 {
+        if self.max_concurrent_bidi_streams < 2 || self.max_concurrent_uni_streams == 0 {
+            // One bidirectional stream is the control stream; without a
+            // second, a resumable bulk send would wait forever.
             return Err(NetError::Config(
-                "stream bounds must be at least 1".to_owned(),
+                "stream bounds must be at least 2 bidirectional and 1 unidirectional".to_owned(),
+            ));
+        }
+        if self.resume.max_per_peer == 0 {
+            return Err(NetError::Config(
+                "resume.max_per_peer must be at least 1".to_owned(),
             ));
         }
         let idle = IdleTimeout::try_from(self.disconnect_after).map_err(|_| {
@@ -126,6 +141,7 @@ pub struct Agent {
     endpoint: quinn::Endpoint,
     fingerprint: Fingerprint,
     config: NetConfig,
+    partials: Arc<Partials>,
 }
 
 impl Agent {
@@ -151,10 +167,13 @@ impl Agent {
         server.migration(true);
         let endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| NetError::Bind { addr, source })?;
+        let partials = Partials::new(config.resume);
+        Partials::spawn_sweeper(&partials);
         Ok(Agent {
             endpoint,
             fingerprint: identity.fingerprint(),
             config,
+            partials,
         })
     }
 
@@ -183,7 +202,14 @@ impl Agent {
         Some(Pending {
             incoming,
             config: self.config,
+            partials: self.partials.clone(),
         })
+    }
+
+    /// What the agent holds of partial bulk transfers from its clients
+    /// (kept across connections for resumption).
+    pub fn partials(&self) -> PartialStats {
+        self.partials.stats()
     }
 
     /// Closes every connection and stops accepting.
@@ -200,6 +226,7 @@ impl Agent {
 pub struct Pending {
     incoming: quinn::Incoming,
     config: NetConfig,
+    partials: Arc<Partials>,
 }
 
 impl Pending {
@@ -258,7 +285,13 @@ impl Pending {
         match result {
             Ok((send, recv)) => {
                 tracing::debug!(client = %peer, %addr, "client connected");
-                Ok(Conn::new(connection, peer, limits, send, recv))
+                Ok(Conn::new(
+                    connection,
+                    peer,
+                    limits,
+                    (send, recv),
+                    self.partials,
+                ))
             }
             Err(e) => {
                 connection.close(
@@ -277,6 +310,7 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     identity: Identity,
     config: NetConfig,
+    partials: Arc<Partials>,
 }
 
 impl Client {
@@ -294,11 +328,20 @@ impl Client {
         config.transport()?;
         let endpoint =
             quinn::Endpoint::client(addr).map_err(|source| NetError::Bind { addr, source })?;
+        let partials = Partials::new(config.resume);
+        Partials::spawn_sweeper(&partials);
         Ok(Client {
             endpoint,
             identity,
             config,
+            partials,
         })
+    }
+
+    /// What the client holds of partial bulk transfers from its agents
+    /// (kept across connections for resumption).
+    pub fn partials(&self) -> PartialStats {
+        self.partials.stats()
     }
 
     /// This client's fingerprint (what the agent must authorize).
@@ -414,8 +457,8 @@ impl Client {
                 connection,
                 expected,
                 self.config.limits,
-                send,
-                recv,
+                (send, recv),
+                self.partials.clone(),
             )),
             Err(e) => {
                 if let Some(reason) = connection.close_reason() {

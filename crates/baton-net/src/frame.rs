@@ -2,14 +2,24 @@
 //! length-prefixed message frames.
 //!
 //! Owns the wire layout below [`Message::encode`]: every stream starts with
-//! a 4-byte header (`b"bN"`, layout version 1, stream kind), then carries
+//! a 4-byte header (`b"bN"`, layout version 1, stream kind). The control
+//! stream, the output stream and a *unidirectional* bulk stream then carry
 //! frames, each a 4-byte big-endian length followed by that many bytes of
-//! one encoded [`Message`]. A length is checked against the stream's limit
-//! *before* anything is allocated, and the buffer grows only as bytes
-//! arrive, so a hostile length prefix costs nothing. The functions are
-//! generic over tokio's `AsyncRead`/`AsyncWrite` so they can be tested
-//! without a network. This module must not know about connections or
-//! routing: `conn` decides which stream a message goes on.
+//! one encoded [`Message`]. A *bidirectional* bulk stream carries one
+//! resumable transfer instead:
+//!
+//! ```text
+//! opener -> peer:  header | transfer id (32 bytes) | total (u64 BE) | bytes [offset, total) | FIN
+//! peer -> opener:  offset (u64 BE: bytes of this transfer it already holds) | FIN
+//! ```
+//!
+//! A length (frame or total) is checked against the stream's limit *before*
+//! anything is allocated, and buffers grow only as bytes arrive, so a
+//! hostile length costs nothing. The functions are generic over tokio's
+//! `AsyncRead`/`AsyncWrite` so they can be tested without a network. This
+//! module must not know about connections, routing or the store of partial
+//! transfers: `conn` decides which stream a message goes on, `bulk` what a
+//! transfer id means and where partial bytes are kept.
 
 use std::io;
 
@@ -91,7 +101,8 @@ impl FrameLimits {
 pub enum StreamKind {
     /// The connection's one bidirectional control stream.
     Control,
-    /// A unidirectional stream carrying bulk messages (one per stream).
+    /// A bulk stream: unidirectional with one framed message (small
+    /// messages), or bidirectional with one resumable transfer.
     Bulk,
     /// The sender's one long-lived unidirectional output stream.
     Output,
@@ -270,6 +281,104 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(buf))
 }
 
+/// Size of a transfer id on a resumable bulk stream (a BLAKE3 hash).
+pub const TRANSFER_ID_LEN: usize = 32;
+
+/// Writes the opening of a resumable bulk stream after its header: the
+/// transfer id and the total length of the encoded message.
+///
+/// # Errors
+///
+/// [`NetError::Stream`] if the stream fails.
+pub async fn write_bulk_open<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    id: &[u8; TRANSFER_ID_LEN],
+    total: u64,
+) -> Result<(), NetError> {
+    let mut open = [0u8; TRANSFER_ID_LEN + 8];
+    open[..TRANSFER_ID_LEN].copy_from_slice(id);
+    open[TRANSFER_ID_LEN..].copy_from_slice(&total.to_be_bytes());
+    w.write_all(&open)
+        .await
+        .map_err(|e| stream_err(Channel::Bulk, e))
+}
+
+/// Reads the opening of a resumable bulk stream (after its header):
+/// `(transfer id, total length)`.
+///
+/// # Errors
+///
+/// [`NetError::FrameTooLarge`] if the total exceeds `max` (checked before
+/// the caller allocates anything); [`NetError::Protocol`] for a zero total
+/// (no message encodes to nothing); [`NetError::Stream`] if the stream
+/// fails or ends first.
+pub async fn read_bulk_open<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<([u8; TRANSFER_ID_LEN], u64), NetError> {
+    let mut open = [0u8; TRANSFER_ID_LEN + 8];
+    r.read_exact(&mut open)
+        .await
+        .map_err(|e| stream_err(Channel::Bulk, e))?;
+    let mut id = [0u8; TRANSFER_ID_LEN];
+    id.copy_from_slice(&open[..TRANSFER_ID_LEN]);
+    let mut total = [0u8; 8];
+    total.copy_from_slice(&open[TRANSFER_ID_LEN..]);
+    let total = u64::from_be_bytes(total);
+    if total > max.min(MAX_FRAME_LIMIT) as u64 {
+        return Err(NetError::FrameTooLarge {
+            channel: Channel::Bulk,
+            len: total,
+            max,
+        });
+    }
+    if total == 0 {
+        return Err(NetError::Protocol(
+            "a bulk transfer announced zero bytes".into(),
+        ));
+    }
+    Ok((id, total))
+}
+
+/// Writes the answer to a resumable bulk stream's opening: how many bytes
+/// of the transfer the receiver already holds.
+///
+/// # Errors
+///
+/// [`NetError::Stream`] if the stream fails.
+pub async fn write_resume_offset<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    offset: u64,
+) -> Result<(), NetError> {
+    w.write_all(&offset.to_be_bytes())
+        .await
+        .map_err(|e| stream_err(Channel::Bulk, e))
+}
+
+/// Reads the answer to a resumable bulk stream's opening, for a transfer of
+/// `total` bytes.
+///
+/// # Errors
+///
+/// [`NetError::Protocol`] if the offset exceeds `total`;
+/// [`NetError::Stream`] if the stream fails or ends first.
+pub async fn read_resume_offset<R: AsyncRead + Unpin>(
+    r: &mut R,
+    total: u64,
+) -> Result<u64, NetError> {
+    let mut offset = [0u8; 8];
+    r.read_exact(&mut offset)
+        .await
+        .map_err(|e| stream_err(Channel::Bulk, e))?;
+    let offset = u64::from_be_bytes(offset);
+    if offset > total {
+        return Err(NetError::Protocol(format!(
+            "the peer claims to hold {offset} bytes of a {total}-byte bulk transfer"
+        )));
+    }
+    Ok(offset)
+}
+
 /// Decodes a frame read from a `channel` stream and checks that the message
 /// belongs on that channel.
 ///
@@ -361,6 +470,43 @@ mod tests {
         a.write_all(b"HTTP").await.unwrap();
         let err = read_header(&mut b, Channel::Control).await.unwrap_err();
         assert!(matches!(err, NetError::Protocol(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_bulk_opening_round_trips_and_hostile_values_are_refused() {
+        let (mut a, mut b) = tokio::io::duplex(256);
+        let id = [7u8; TRANSFER_ID_LEN];
+        write_bulk_open(&mut a, &id, 1000).await.unwrap();
+        assert_eq!(read_bulk_open(&mut b, 1000).await.unwrap(), (id, 1000));
+
+        write_bulk_open(&mut a, &id, u64::MAX).await.unwrap();
+        let err = read_bulk_open(&mut b, 1000).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NetError::FrameTooLarge {
+                    len: u64::MAX,
+                    max: 1000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        write_bulk_open(&mut a, &id, 0).await.unwrap();
+        let err = read_bulk_open(&mut b, 1000).await.unwrap_err();
+        assert!(err.is_peer_violation(), "{err}");
+
+        write_resume_offset(&mut a, 10).await.unwrap();
+        assert_eq!(read_resume_offset(&mut b, 10).await.unwrap(), 10);
+        write_resume_offset(&mut a, 11).await.unwrap();
+        let err = read_resume_offset(&mut b, 10).await.unwrap_err();
+        assert!(err.is_peer_violation(), "{err}");
+
+        // A truncated opening is a stream failure, not a hang.
+        a.write_all(&[1, 2, 3]).await.unwrap();
+        drop(a);
+        let err = read_bulk_open(&mut b, 1000).await.unwrap_err();
+        assert!(matches!(err, NetError::Stream { .. }), "{err}");
     }
 
     #[test]

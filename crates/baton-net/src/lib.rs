@@ -19,6 +19,9 @@
 //!   [`Message::channel`](baton_proto::Message::channel) to the control
 //!   stream, a bulk stream or the output stream; [`Conn::recv`] yields
 //!   `(Channel, Message)`.
+//! - [`bulk`]: resumable bulk transfers: [`TransferId`](bulk::TransferId)
+//!   (BLAKE3 of the message), the per-endpoint store of partial transfers
+//!   bounded by [`ResumeLimits`], and [`BulkStats`].
 //! - [`frame`]: the byte layout of streams and the frame size limits.
 //! - [`relay`]: [`Relay`], a UDP relay between a client and an agent that
 //!   cuts, heals, delays, drops and moves the client's apparent address on
@@ -55,6 +58,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bulk;
 pub mod conn;
 pub mod endpoint;
 mod error;
@@ -63,6 +67,7 @@ pub mod identity;
 pub mod relay;
 pub mod tls;
 
+pub use bulk::{BulkStats, PartialStats, ResumeLimits};
 pub use conn::Conn;
 pub use endpoint::{Agent, Client, NetConfig, Pending};
 pub use error::NetError;
