@@ -40,6 +40,13 @@ pub enum ExecutorEvent {
     },
     /// The answer to [`crate::Action::Capture`].
     Captured(Checkpoint),
+    /// [`crate::Action::Capture`] of `state` could not be done (the store
+    /// moved on to a newer state before the request was served). The stub
+    /// forgets the request and asks again for whatever it holds then.
+    CaptureFailed {
+        /// The state that was asked for.
+        state: StateRef,
+    },
 }
 
 /// News from the transport.

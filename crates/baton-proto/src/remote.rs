@@ -252,6 +252,9 @@ impl RemoteStub {
             ExecutorEvent::Reached { state, output } => {
                 if self.core.running() {
                     self.on_point(now, state, output, None);
+                    if self.quiesce.is_some() {
+                        self.summary_dirty = true; // now still: tell the local side
+                    }
                 }
             }
             ExecutorEvent::Finished {
@@ -273,6 +276,11 @@ impl RemoteStub {
                         },
                         None,
                     );
+                }
+            }
+            ExecutorEvent::CaptureFailed { state } => {
+                if self.core.ship.capturing() == Some(state) {
+                    self.core.ship.cancel_capture();
                 }
             }
             ExecutorEvent::Captured(cp) => {
@@ -509,7 +517,13 @@ impl RemoteStub {
             self.output_sent = self.output_sent.max(self.output_acked);
         }
         let no_fencing = self.core.mutations.no_fencing();
+        let before = self.quiesce;
         self.quiesce = s.quiesce.filter(|q| no_fencing || *q >= self.agreed.epoch);
+        if self.quiesce != before {
+            // The local side waits for our answer to reconfigure: say at
+            // once whether we are still, rather than at the next heartbeat.
+            self.summary_dirty = true;
+        }
         if s.finished.is_some() && !self.handed_back {
             // The local side has the final state and output: the task is
             // over here.

@@ -341,6 +341,11 @@ impl LocalStub {
                     });
                 }
             }
+            ExecutorEvent::CaptureFailed { state } => {
+                if self.core.ship.capturing() == Some(state) {
+                    self.core.ship.cancel_capture();
+                }
+            }
             ExecutorEvent::Captured(cp) => {
                 let session = self.core.live_session();
                 if let Some(t) =
