@@ -716,6 +716,9 @@ impl LocalStub {
             self.core.timers.clear(t);
         }
         if s.established {
+            // No more waiting for a session to start remotely: one was
+            // there and is gone, so a responsible local side runs now.
+            self.start_wait_over = true;
             self.disconnected_at = Some(now);
             self.outage_start = Some(now);
             self.core.measured.outages += 1;
@@ -854,7 +857,10 @@ impl LocalStub {
                 let Some(from) = self.core.durable else {
                     return;
                 };
-                if alone && self.ever_ran {
+                // After a disconnection this is a failover, whether or not
+                // this side ever ran the task before (it may have moved
+                // out at point 0).
+                if alone && (self.ever_ran || self.disconnected_at.is_some()) {
                     let lost = point_of(self.peer_reached).steps_since(from.point);
                     self.core.events.push_back(Event::Resumed {
                         side: Side::Local,
