@@ -121,7 +121,8 @@ impl Console {
         })
     }
 
-    fn write(&self, stream: OutStream, bytes: &[u8]) {
+    /// Writes task output to stdout or stderr, keeping the status line off it.
+    pub fn write(&self, stream: OutStream, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }

@@ -40,6 +40,89 @@ pub enum Event {
         /// The state digest at that point.
         digest: String,
     },
+    /// The executor moved from one side to the other.
+    Migrated {
+        /// The old executor (`local` or `remote`).
+        from: String,
+        /// The new executor.
+        to: String,
+        /// The point the new executor starts from.
+        point: u64,
+        /// How long no side executed, in milliseconds.
+        downtime_ms: f64,
+    },
+    /// Responsibility was (re-)established with a new epoch.
+    Responsibility {
+        /// The point it took effect at.
+        point: u64,
+        /// The responsible side.
+        holder: String,
+        /// The executor.
+        executor: String,
+        /// `sync` or `async`.
+        mode: String,
+        /// The new epoch.
+        epoch: u64,
+        /// True if the local side took over alone (the agent stayed away).
+        takeover: bool,
+    },
+    /// The link to the agent was lost.
+    Disconnected {
+        /// The newest point known.
+        point: u64,
+        /// The executor at that moment.
+        executor: String,
+        /// The responsible side.
+        holder: String,
+        /// Steps the responsible side's state lagged behind (what async
+        /// mode can lose).
+        lag: u64,
+    },
+    /// A side started executing on its own after a disconnection.
+    Resumed {
+        /// The side.
+        #[serde(rename = "where")]
+        at: String,
+        /// The point it resumed from.
+        point: u64,
+        /// Steps done beyond that point elsewhere and now redone.
+        lost_steps: u64,
+    },
+    /// The link came back and the sides compared states.
+    Reconnected {
+        /// The local side's newest point.
+        point_local: Option<u64>,
+        /// The remote side's newest point.
+        point_remote: Option<u64>,
+        /// The side holding the newer state.
+        winner: String,
+    },
+    /// The sides computed different digests for one point; the task stops.
+    Divergence {
+        /// The point.
+        point: u64,
+        /// The local digest.
+        digest_local: String,
+        /// The remote digest.
+        digest_remote: String,
+    },
+    /// The link state changed (connected to an address, or lost).
+    Link {
+        /// `up`, `down` or `unreachable`.
+        state: String,
+        /// The agent's address.
+        agent: String,
+        /// Why, when down.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The agent reported an error for this task.
+    PeerError {
+        /// The kind of error.
+        code: String,
+        /// Its explanation.
+        text: String,
+    },
     /// The task finished.
     Finished {
         /// Its exit status.
@@ -61,16 +144,29 @@ struct Line<'a> {
     event: &'a Event,
 }
 
-/// Writes events to a file, or nowhere.
+/// Receives a copy of every event with its `t_ms` (for `baton demo`).
+pub type Observer = tokio::sync::mpsc::UnboundedSender<(u64, Event)>;
+
+/// Writes events to a file, or nowhere, and to an observer if one is set.
 pub struct EventLog {
     out: Option<File>,
     start: Instant,
+    observer: Option<Observer>,
 }
 
 impl EventLog {
     /// A log that writes nothing.
     pub fn none(start: Instant) -> EventLog {
-        EventLog { out: None, start }
+        EventLog {
+            out: None,
+            start,
+            observer: None,
+        }
+    }
+
+    /// Also sends every event to `observer`.
+    pub fn observe(&mut self, observer: Observer) {
+        self.observer = Some(observer);
     }
 
     /// A log appending to `path` (created if missing).
@@ -83,12 +179,13 @@ impl EventLog {
         Ok(EventLog {
             out: Some(out),
             start,
+            observer: None,
         })
     }
 
     /// Whether events are being written at all.
     pub fn enabled(&self) -> bool {
-        self.out.is_some()
+        self.out.is_some() || self.observer.is_some()
     }
 
     /// Appends one event.
@@ -97,11 +194,15 @@ impl EventLog {
     ///
     /// If the write fails.
     pub fn emit(&mut self, event: Event) -> io::Result<()> {
+        let t_ms = self.start.elapsed().as_millis() as u64;
+        if let Some(o) = &self.observer {
+            let _ = o.send((t_ms, event.clone()));
+        }
         let Some(out) = &mut self.out else {
             return Ok(());
         };
         let line = Line {
-            t_ms: self.start.elapsed().as_millis() as u64,
+            t_ms,
             event: &event,
         };
         let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;

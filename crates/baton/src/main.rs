@@ -4,12 +4,18 @@
 //! This file owns the command-line entry: parsing, logging set-up, and the
 //! one decision of the process's exit status and error line.
 
+mod agent;
 mod cli;
 mod console;
 mod events;
+mod exec;
 mod journal;
+mod link;
+mod meta;
+mod remote_run;
 mod runner;
 mod units;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -50,6 +56,10 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     /// Show baton at work on example tasks.
     Demo(cli::demo::DemoArgs),
+    /// Serve tasks that clients extend onto this machine.
+    Agent(cli::agent::AgentArgs),
+    /// Show this machine's client identity (for an agent's authorized-clients file).
+    Identity(cli::identity::IdentityArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,7 +89,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(format!(
-                    "baton={level},baton_task={level},baton_proto={level}"
+                    "baton={level},baton_task={level},baton_proto={level},baton_net={level}"
                 ))
             }),
         )
@@ -101,6 +111,8 @@ fn main() -> ExitCode {
         Command::Resume(args) => args.execute().map(Some),
         Command::Inspect(args) => args.execute().map(|()| None),
         Command::Demo(args) => args.execute().map(|()| None),
+        Command::Agent(args) => args.execute().map(|()| None),
+        Command::Identity(args) => args.execute().map(|()| None),
     };
     match result {
         Ok(None) => ExitCode::SUCCESS,
@@ -136,6 +148,13 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn exit_status(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(f) = cause.downcast_ref::<remote_run::TaskFailed>() {
+            return match f.kind {
+                exec::FailKind::Trap => EXIT_TRAP,
+                exec::FailKind::Limit => EXIT_LIMIT,
+                exec::FailKind::Error => EXIT_ERROR,
+            };
+        }
         if let Some(t) = cause.downcast_ref::<TaskError>() {
             return match t {
                 TaskError::Trap { .. } => EXIT_TRAP,

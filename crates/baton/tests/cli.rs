@@ -1392,16 +1392,19 @@ fn inspect_shows_task_point_memory_digest() {
 
 #[test]
 fn demo_shows_all_checks_passing() {
-    let o = baton_run(["demo"]);
+    let o = baton_run(["demo", "--faster", "4"]);
     o.assert_code(0);
     let text = o.out();
-    assert!(text.matches('✓').count() >= 3, "{text}");
+    assert_eq!(text.matches('✓').count(), 3, "{text}");
     assert!(!text.contains('✗'), "{text}");
     for part in [
-        "uninterrupted run",
-        "stopped at point",
-        "fresh instance",
-        "digest at every point",
+        "migrated local → remote at point 0",
+        "link cut for a while",
+        "link cut for good",
+        "local side continues from point",
+        "migrated local → remote at point 20",
+        "finished on the remote side",
+        "finished on the local side",
         "pi ~ ",
     ] {
         assert!(text.contains(part), "demo output lacks `{part}`:\n{text}");

@@ -1,19 +1,38 @@
-//! `baton demo`: shows, on this machine, what baton is built on — a task
-//! stopped at a point, its state captured, restored into a fresh instance
-//! and continued, with output and digests identical to an uninterrupted run.
+//! `baton demo`: baton's whole promise on one machine, in under a minute.
 //!
-//! Uses example tasks compiled into the binary, so it runs anywhere. Later
-//! issues extend it to migration and failover.
+//! Starts an agent in-process on loopback with a fault-injecting relay in
+//! front of it (the "network"), and runs built-in example tasks through the
+//! real client code: a task moves to the agent, keeps running there while
+//! the link is cut and comes back; a task that the local side is
+//! responsible for fails over when the link dies; a 48 MiB task migrates
+//! with pre-copy. Each part ends with a timeline of where the task ran and
+//! what each phase cost, and a check that the output is byte-identical to
+//! an uninterrupted local run.
+//!
+//! It owns the demo's script only; the client is [`crate::remote_run`] and
+//! the agent [`crate::agent`], exactly as `baton run --remote` and `baton
+//! agent` use them.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use baton_task::checkpoint::{self, Decoded};
+use baton_net::relay::Relay;
+use baton_net::{ClientPolicy, Identity, NetConfig, Role};
+use baton_proto::policy::{Migrate, ModeChoice, Responsible};
+use baton_proto::{Blob, LocalConfig, ModuleRef, TaskId, Timing};
 use baton_task::wasi::{ClockMode, OutStream, OutputSink};
-use baton_task::{Digest, Engine, Limits, Program, StepOutcome, Task, TaskConfig};
+use baton_task::{Engine, Limits, Program, StepOutcome, Task, TaskConfig};
 use clap::Args;
+use tokio::sync::mpsc;
 
+use crate::agent::{self, AgentLimits, AgentOptions};
+use crate::console::Console;
+use crate::events::{Event, EventLog};
+use crate::exec::{wire_digest, ExecCore, OutputFrames};
+use crate::meta::TaskMeta;
+use crate::remote_run::RemoteRun;
+use crate::runner::Ending;
 use crate::units::human_bytes;
 
 const PI: &[u8] = include_bytes!("../../../../examples/pi.wasm");
@@ -22,9 +41,9 @@ const BIGSTATE: &[u8] = include_bytes!("../../../../examples/bigstate.wasm");
 /// Options of `baton demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// The point at which the task is stopped and restored.
-    #[arg(long, default_value_t = 20)]
-    pub stop_at: u64,
+    /// Make the tasks this many times shorter (for a quick look or tests).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub faster: u32,
 }
 
 /// Collects a task's output in memory.
@@ -39,46 +58,63 @@ impl OutputSink for Capture {
     }
 }
 
-impl Capture {
-    fn take(&self) -> Vec<u8> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-struct Trace {
-    digests: Vec<Digest>,
-    output: Vec<u8>,
-    status: i32,
-    millis: f64,
-}
-
-fn config(name: &str, args: &[&str], seed: u64) -> TaskConfig {
+fn config(name: &str, args: &[String], seed: u64) -> TaskConfig {
     let mut c = TaskConfig::new(name);
-    c.host.args = std::iter::once(name)
-        .chain(args.iter().copied())
-        .map(String::from)
+    c.host.args = std::iter::once(name.to_string())
+        .chain(args.iter().cloned())
         .collect();
     c.host.seed = seed;
     c.host.clock = ClockMode::Virtual {
-        start_realtime_ns: 1_767_225_600 * 1_000_000_000,
+        start_realtime_ns: 0,
     };
     c
 }
 
-/// Runs `task` to the end, recording the digest at every point.
-fn run_out(task: &mut Task, digests: &mut Vec<Digest>) -> Result<i32> {
-    loop {
-        let outcome = task.step()?;
-        digests.push(task.digest()?);
-        if let StepOutcome::Finished(s) = outcome {
-            return Ok(s);
+/// One part of the demo.
+struct Part {
+    title: &'static str,
+    module: &'static [u8],
+    name: &'static str,
+    args: Vec<String>,
+    migrate: Migrate,
+    responsible: Responsible,
+    mode: ModeChoice,
+    /// Cut the link once the agent has reached this point.
+    cut_at_remote_point: Option<u64>,
+    /// Heal this long after the cut (never if `None`).
+    heal_after: Option<Duration>,
+}
+
+/// What happened during a part, for its summary.
+#[derive(Default)]
+struct Timeline {
+    cut_at: Option<f64>,
+    healed_at: Option<f64>,
+    detected_at: Option<f64>,
+    resumed_at: Option<f64>,
+    downtime_ms: Option<f64>,
+    local_points: u64,
+    remote_points: u64,
+    /// The newest point seen, for attributing steps to sides.
+    last_point: u64,
+    finished_on: Option<String>,
+}
+
+impl Timeline {
+    /// Attributes the steps up to point `n` to the side that reported it
+    /// (point events are sampled, so this is as fine as the samples).
+    fn count(&mut self, n: u64, at: &str) {
+        let steps = n.saturating_sub(self.last_point);
+        self.last_point = self.last_point.max(n);
+        if at == "local" {
+            self.local_points += steps;
+        } else {
+            self.remote_points += steps;
         }
     }
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
-}
+const DISCONNECT_AFTER: Duration = Duration::from_millis(1000);
 
 impl DemoArgs {
     /// Runs the demo.
@@ -87,174 +123,380 @@ impl DemoArgs {
     ///
     /// Only if baton itself is broken: the demo's checks failing is an error.
     pub fn execute(self) -> Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        rt.block_on(self.run())
+    }
+
+    async fn run(self) -> Result<()> {
+        let k = u64::from(self.faster.max(1));
+        println!("baton demo: a task moves to another machine, survives a cut link, and comes back with the right answer\n");
+        let dir = tempfile::Builder::new()
+            .prefix("baton-demo-")
+            .tempdir()
+            .context("cannot make a temporary directory")?;
+        let agent = agent::start(AgentOptions {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().join("agent"),
+            policy: ClientPolicy::AllowAny,
+            workers: 1,
+            limits: AgentLimits::default(),
+            idle_timeout: Duration::from_secs(60),
+        })?;
+        let relay = Relay::start(agent.addr).context("cannot start the relay")?;
+        println!(
+            "  agent  {}  in this process, standing in for a remote machine ({})",
+            agent.addr,
+            short_fp(&agent.fingerprint.to_string())
+        );
+        println!(
+            "  link   {} → {}  a UDP relay the demo cuts and heals\n",
+            relay.client_side_addr(),
+            agent.addr
+        );
         let engine = Engine::with_step_limits(false)?;
-        println!(
-            "baton demo: stop a running task, capture it, continue it elsewhere — same bytes out\n"
-        );
-
-        let pi = engine.load(PI).context("loading the built-in pi example")?;
-        let args = ["50", "20000"];
-        println!(
-            "task: pi.wasm -- {} (Monte Carlo estimate of π, seed 7)",
-            args.join(" ")
-        );
-        let reference = uninterrupted(&engine, &pi, &args)?;
-        println!(
-            "  1. uninterrupted run        {} points in {:.1} ms, final digest {}",
-            reference.digests.len() - 1,
-            reference.millis,
-            short(reference.digests.last())
-        );
-
-        let stop = self
-            .stop_at
-            .min(reference.digests.len().saturating_sub(2) as u64);
-        let capture = Capture::default();
-        let mut task = Task::create(
-            &engine,
-            &pi,
-            config("pi.wasm", &args, 7),
-            Box::new(capture.clone()),
-        )?;
-        for _ in 0..stop {
-            task.step()?;
-        }
-        let t = Instant::now();
-        let saved = task.checkpoint()?;
-        let capture_ms = ms(t);
-        println!(
-            "  2. stopped at point {stop}       checkpoint: {} ({} of memory) in {:.2} ms",
-            human_bytes(saved.bytes.len() as u64),
-            human_bytes(task.memory_size() as u64),
-            capture_ms
-        );
-        drop(task);
-
-        let t = Instant::now();
-        let Decoded::Full(state) = checkpoint::decode(&saved.bytes, &Default::default())? else {
-            bail!("a full checkpoint decoded as a delta");
-        };
-        let mut resumed = Task::restore(
-            &engine,
-            &pi,
-            &state,
-            ClockMode::Virtual {
-                start_realtime_ns: 0,
+        let parts = [
+            Part {
+                title: "the agent is responsible: the link is cut for 1.5 s, the task keeps running there",
+                module: PI,
+                name: "pi.wasm",
+                args: vec!["300".into(), (2_000_000 / k).to_string()],
+                migrate: Migrate::Start,
+                responsible: Responsible::Remote,
+                mode: ModeChoice::Auto,
+                cut_at_remote_point: Some(60),
+                heal_after: Some(Duration::from_millis(1500)),
             },
-            Limits::default(),
-            Box::new(capture.clone()),
-        )?;
-        let restore_ms = ms(t);
-        let mut digests = vec![resumed.digest()?];
-        let status = run_out(&mut resumed, &mut digests)?;
-        println!(
-            "  3. fresh instance           restored in {:.2} ms, ran points {}..{}",
-            restore_ms,
-            stop + 1,
-            resumed.point()
-        );
-
-        let same_digests = reference.digests[stop as usize..] == digests[..];
-        let output = capture.take();
-        let same_output = output == reference.output;
-        println!("  4. compared with the uninterrupted run:");
-        println!(
-            "     {} digest at every point {}..{} (final {})",
-            tick(same_digests),
-            stop,
-            resumed.point(),
-            short(digests.last())
-        );
-        println!(
-            "     {} output, {} bytes, byte for byte",
-            tick(same_output),
-            output.len()
-        );
-        println!(
-            "     {} exit status {}",
-            tick(status == reference.status),
-            status
-        );
-        println!("\n  the task's output (printed once, by both halves together):");
-        for line in String::from_utf8_lossy(&output).lines() {
-            println!("     │ {line}");
+            Part {
+                title: "this machine is responsible, sync mode: the link dies for good, the task comes back here",
+                module: PI,
+                name: "pi.wasm",
+                args: vec!["300".into(), (2_000_000 / k).to_string()],
+                migrate: Migrate::Start,
+                responsible: Responsible::Local,
+                mode: ModeChoice::Sync,
+                cut_at_remote_point: Some(100),
+                heal_after: None,
+            },
+            Part {
+                title: "48 MiB of state migrates at point 20 with pre-copy: only the last delta goes at the switch",
+                module: BIGSTATE,
+                name: "bigstate.wasm",
+                args: vec!["48".into(), (400 / k).max(40).to_string(), "256".into()],
+                migrate: Migrate::AtPoint(baton_proto::Point(20)),
+                responsible: Responsible::Remote,
+                mode: ModeChoice::Auto,
+                cut_at_remote_point: None,
+                heal_after: None,
+            },
+        ];
+        let mut all_ok = true;
+        for (i, part) in parts.iter().enumerate() {
+            relay.heal();
+            let ok = self.part(i + 1, part, &engine, &agent, &relay).await?;
+            all_ok &= ok;
         }
-        if !(same_digests && same_output && status == reference.status) {
-            bail!("the restored run differs from the uninterrupted one: this is a bug in baton");
+        let left = agent.shutdown(Duration::from_secs(2)).await;
+        relay.stop();
+        if left > 0 {
+            tracing::debug!(left, "tasks left on the demo agent");
         }
-
-        println!(
-            "\ntask: bigstate.wasm -- 32 20 (32 MiB of state, a few hundred KiB change per step)"
-        );
-        deltas(&engine)?;
-        println!("\nnext: `baton run examples/pi.wasm --state-dir /tmp/baton --name pi`, press Ctrl-C, then `baton resume pi --state-dir /tmp/baton`.");
+        if !all_ok {
+            bail!("a part of the demo did not give the uninterrupted run's result: this is a bug in baton");
+        }
+        println!("next: two terminals.");
+        println!("  1$ baton agent --listen 127.0.0.1:7070 --data-dir /tmp/baton-agent --allow-any-client");
+        println!("  2$ baton run --remote 127.0.0.1:7070 --agent-fingerprint <printed by 1> examples/pi.wasm -- 300 2000000");
+        println!("     (Ctrl-\\ brings the task back; stop the agent to see the client take over)");
         Ok(())
+    }
+
+    async fn part(
+        &self,
+        n: usize,
+        part: &Part,
+        engine: &Engine,
+        agent: &agent::RunningAgent,
+        relay: &Relay,
+    ) -> Result<bool> {
+        println!(
+            "{n}. {} -- {}: {}",
+            part.name,
+            part.args.join(" "),
+            part.title
+        );
+        let program = engine
+            .load(part.module)
+            .with_context(|| format!("loading the built-in {} example", part.name))?;
+        let (reference, ref_status, ref_ms) = uninterrupted(engine, &program, part)?;
+
+        // The client side, exactly as `baton run --remote` sets it up.
+        let init = Capture::default();
+        let task = Task::create(
+            engine,
+            &program,
+            config(part.name, &part.args, 7),
+            Box::new(init.clone()),
+        )?;
+        let limits = Limits::default();
+        let clock = ClockMode::Virtual {
+            start_realtime_ns: 0,
+        };
+        let (core, initial) =
+            ExecCore::with_task(engine.clone(), program.clone(), clock, limits, task)?;
+        let mut cfg = LocalConfig::new(
+            TaskId(format!("demo-{n}")),
+            ModuleRef {
+                digest: wire_digest(program.digest()),
+                size: part.module.len() as u64,
+            },
+            Blob::from(part.module),
+        );
+        cfg.timing = Timing::new(DISCONNECT_AFTER, Duration::from_secs(30));
+        cfg.migrate = Arc::new(part.migrate.clone());
+        cfg.responsible = Arc::new(part.responsible.clone());
+        cfg.mode = Arc::new(part.mode.clone());
+        cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
+        let start = Instant::now();
+        let mut events = EventLog::none(start);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        events.observe(tx);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let console = Console::global().clone();
+        let run = RemoteRun {
+            id: &format!("demo-{n}"),
+            agent: relay.client_side_addr(),
+            fingerprint: agent.fingerprint,
+            identity: Identity::generate(Role::Client)?,
+            net: NetConfig::with_disconnect_after(DISCONNECT_AFTER),
+            config: cfg,
+            core,
+            initial,
+            events: &mut events,
+            console: &console,
+            preopens: &[],
+            module: program.digest().to_string(),
+            capture: Some(output.clone()),
+        };
+        let drive = run.drive_async();
+        tokio::pin!(drive);
+        let mut tl = Timeline::default();
+        let mut heal_at: Option<tokio::time::Instant> = None;
+        let result = loop {
+            let heal = async {
+                match heal_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut drive => break r,
+                Some((t, ev)) = rx.recv() => on_event(part, relay, &mut tl, &mut heal_at, t, ev),
+                _ = heal => {
+                    heal_at = None;
+                    relay.heal();
+                    tl.healed_at = Some(start.elapsed().as_secs_f64());
+                    line(tl.healed_at.unwrap_or_default(), "link healed");
+                }
+            }
+        };
+        while let Ok((t, ev)) = rx.try_recv() {
+            on_event(part, relay, &mut tl, &mut heal_at, t, ev);
+        }
+        let status = match result? {
+            Ending::Finished(s) => s,
+            Ending::Interrupted(_) => bail!("interrupted"),
+        };
+        let total = start.elapsed().as_secs_f64();
+        let mut got = init.0.lock().map(|v| v.clone()).unwrap_or_default();
+        let framed = output.lock().map(|v| v.clone()).unwrap_or_default();
+        for (_, bytes) in OutputFrames::parse(&framed) {
+            got.extend_from_slice(bytes);
+        }
+        let same = got == reference && status == ref_status;
+        self.summary(part, &tl, total, ref_ms);
+        println!(
+            "   {} output identical to an uninterrupted local run ({}), exit status {status}",
+            if same { "✓" } else { "✗" },
+            human_bytes(got.len() as u64),
+        );
+        let text = String::from_utf8_lossy(&got);
+        let lines: Vec<&str> = text.lines().collect();
+        for l in lines.iter().rev().take(2).rev() {
+            println!("     │ {l}");
+        }
+        println!();
+        Ok(same)
+    }
+
+    fn summary(&self, part: &Part, tl: &Timeline, total: f64, ref_ms: f64) {
+        println!(
+            "   where it ran: {} step(s) here, {} on the agent; finished on the {}",
+            tl.local_points,
+            tl.remote_points,
+            tl.finished_on.as_deref().unwrap_or("?")
+        );
+        let mut costs = Vec::new();
+        if let Some(d) = tl.downtime_ms {
+            costs.push(format!("migration downtime {d:.1} ms"));
+        }
+        if let (Some(c), Some(d)) = (tl.cut_at, tl.detected_at) {
+            costs.push(format!(
+                "cut noticed after {:.0} ms (disconnect-after {} ms)",
+                (d - c) * 1000.0,
+                DISCONNECT_AFTER.as_millis()
+            ));
+        }
+        if let (Some(c), Some(r)) = (tl.cut_at, tl.resumed_at) {
+            costs.push(format!(
+                "running here again {:.0} ms after the cut",
+                (r - c) * 1000.0
+            ));
+        }
+        if part.heal_after.is_some() && tl.resumed_at.is_none() && tl.cut_at.is_some() {
+            costs.push("this machine never ran a step while the agent was away".into());
+        }
+        costs.push(format!(
+            "{total:.2} s in all vs {:.2} s for a local run",
+            ref_ms / 1000.0
+        ));
+        println!("   costs: {}", costs.join("; "));
     }
 }
 
-fn uninterrupted(engine: &Engine, program: &Program, args: &[&str]) -> Result<Trace> {
+fn line(t: f64, text: &str) {
+    println!("   {t:6.2} s  {text}");
+}
+
+/// Follows the run's events: prints the timeline and cuts the link.
+fn on_event(
+    part: &Part,
+    relay: &Relay,
+    tl: &mut Timeline,
+    heal_at: &mut Option<tokio::time::Instant>,
+    t_ms: u64,
+    ev: Event,
+) {
+    let t = t_ms as f64 / 1000.0;
+    match ev {
+        Event::Point { n, at, .. } => {
+            tl.count(n, &at);
+            if at == "remote" {
+                if let Some(p) = part.cut_at_remote_point {
+                    if n >= p && tl.cut_at.is_none() {
+                        relay.cut();
+                        tl.cut_at = Some(t);
+                        let what = if part.heal_after.is_some() {
+                            "for a while"
+                        } else {
+                            "for good"
+                        };
+                        line(t, &format!("✂ link cut {what}, the agent at point {n}"));
+                        if let Some(d) = part.heal_after {
+                            *heal_at = Some(tokio::time::Instant::now() + d);
+                        }
+                    }
+                }
+            }
+        }
+        Event::Migrated {
+            from,
+            to,
+            point,
+            downtime_ms,
+        } => {
+            tl.downtime_ms = Some(downtime_ms);
+            line(
+                t,
+                &format!("migrated {from} → {to} at point {point}, downtime {downtime_ms:.1} ms"),
+            );
+        }
+        Event::Responsibility {
+            holder,
+            executor,
+            mode,
+            epoch,
+            takeover,
+            ..
+        } => line(
+            t,
+            &format!(
+                "agreed (epoch {epoch}): {executor} executes, {holder} responsible, {mode} state sync{}",
+                if takeover { " — taken over alone" } else { "" }
+            ),
+        ),
+        Event::Disconnected { point, lag, .. } => {
+            tl.detected_at = Some(t);
+            line(
+                t,
+                &format!("disconnected (nothing heard for {} ms), last known point {point}, lag {lag}", DISCONNECT_AFTER.as_millis()),
+            );
+        }
+        Event::Resumed {
+            at,
+            point,
+            lost_steps,
+        } => {
+            if at == "local" {
+                tl.resumed_at = Some(t);
+            }
+            line(
+                t,
+                &format!("{at} side continues from point {point}, {lost_steps} step(s) to redo"),
+            );
+        }
+        Event::Reconnected {
+            point_local,
+            point_remote,
+            winner,
+        } => {
+            if tl.cut_at.is_some() {
+                line(
+                    t,
+                    &format!(
+                        "reconnected: here at point {}, agent at point {}; the {winner} state wins",
+                        point_local.unwrap_or(0),
+                        point_remote.map_or("-".to_string(), |p| p.to_string())
+                    ),
+                );
+            }
+        }
+        Event::Finished {
+            points, at, exit_status, ..
+        } => {
+            tl.count(points, &at);
+            tl.finished_on = Some(at.clone());
+            line(t, &format!("finished on the {at} side at point {points}, exit status {exit_status}"));
+        }
+        Event::Link { state, .. } if state == "up" && tl.cut_at.is_none() => {
+            line(t, "connected to the agent");
+        }
+        _ => {}
+    }
+}
+
+fn short_fp(fp: &str) -> String {
+    format!("{}…", &fp[..fp.len().min(19)])
+}
+
+/// The reference: the same task run here, start to end.
+fn uninterrupted(engine: &Engine, program: &Program, part: &Part) -> Result<(Vec<u8>, i32, f64)> {
     let capture = Capture::default();
     let t = Instant::now();
     let mut task = Task::create(
         engine,
         program,
-        config("pi.wasm", args, 7),
+        config(part.name, &part.args, 7),
         Box::new(capture.clone()),
     )?;
-    let mut digests = vec![task.digest()?];
-    let status = run_out(&mut task, &mut digests)?;
-    Ok(Trace {
-        digests,
-        output: capture.take(),
-        status,
-        millis: ms(t),
-    })
-}
-
-/// Shows that a delta grows with the pages that changed, not with memory.
-fn deltas(engine: &Engine) -> Result<()> {
-    let program = engine
-        .load(BIGSTATE)
-        .context("loading the built-in bigstate example")?;
-    let mut task = Task::create(
-        engine,
-        &program,
-        config("bigstate.wasm", &["32", "20"], 7),
-        Box::new(Capture::default()),
-    )?;
-    task.step()?;
-    let t = Instant::now();
-    let full = task.checkpoint()?;
-    println!(
-        "  full checkpoint at point {}   {} of memory -> {} in {:.1} ms",
-        task.point(),
-        human_bytes(task.memory_size() as u64),
-        human_bytes(full.bytes.len() as u64),
-        ms(t)
-    );
-    for _ in 0..3 {
-        task.step()?;
-        let t = Instant::now();
-        let delta = task.delta()?;
-        println!(
-            "  delta at point {}            {} in {:.1} ms",
-            task.point(),
-            human_bytes(delta.bytes.len() as u64),
-            ms(t)
-        );
-        task.rebase()?;
-    }
-    Ok(())
-}
-
-fn tick(ok: bool) -> &'static str {
-    if ok {
-        "✓"
-    } else {
-        "✗"
-    }
-}
-
-fn short(d: Option<&Digest>) -> String {
-    d.map(|d| d.short()).unwrap_or_default()
+    let status = loop {
+        if let StepOutcome::Finished(s) = task.step()? {
+            break s;
+        }
+    };
+    let out = capture.0.lock().map(|v| v.clone()).unwrap_or_default();
+    Ok((out, status, t.elapsed().as_secs_f64() * 1000.0))
 }

@@ -4,17 +4,27 @@
 //! the stepping itself is [`crate::runner`].
 
 use std::io::{IsTerminal, Read};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use baton_task::wasi::{ClockMode, Preopen};
+use baton_task::wasi::{ClockMode, OutStream, Preopen};
 use baton_task::{Engine, Limits, Task, TaskConfig};
 use clap::Args;
 
+use baton_net::{Fingerprint, Identity, KnownAgents, NetConfig, Role};
+use baton_proto::policy::{Migrate, ModeChoice, Responsible};
+use baton_proto::{Blob, LocalConfig, ModuleRef, Timing};
+
+use crate::cli::identity::{config_dir, identity_dir};
 use crate::console::Console;
 use crate::events::EventLog;
+use crate::exec::{wire_digest, ExecCore};
 use crate::journal::{check_id, Journal, TaskRecord};
+use crate::meta::TaskMeta;
+use crate::remote_run::RemoteRun;
 use crate::runner::{catch_interrupt, Ending, Run};
 use crate::units::{parse_bytes, parse_duration};
 
@@ -64,6 +74,38 @@ pub struct RunArgs {
     /// the same task identical to the byte even when it prints the time.
     #[arg(long, value_name = "SECS|now", default_value = "0")]
     pub clock_start: String,
+    /// Agent to extend onto (without it: local only).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote: Option<String>,
+    /// The agent's pinned identity, as `baton agent` prints it (remembered in the known-agents file for later runs).
+    #[arg(long, value_name = "FP", requires = "remote")]
+    pub agent_fingerprint: Option<String>,
+    /// When to move the task to the agent: start, never, point:N, after:DURATION or auto.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "start",
+        requires = "remote"
+    )]
+    pub migrate: String,
+    /// Which side keeps executing if the link drops: local, remote or auto.
+    #[arg(long, value_name = "SIDE", default_value = "auto", requires = "remote")]
+    pub responsible: String,
+    /// State sync: sync (the other side holds every point before the next step), async, or auto.
+    #[arg(long, value_name = "MODE", default_value = "auto", requires = "remote")]
+    pub mode: String,
+    /// Silence after which the link counts as lost.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub disconnect_after: Duration,
+    /// When the agent is responsible and stays away this long, continue here.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub takeover_after: Duration,
+    /// Do not send state ahead while the task runs here (every migration then sends the whole state).
+    #[arg(long, requires = "remote")]
+    pub no_precopy: bool,
+    /// The client identity directory (default: ~/.config/baton/identity).
+    #[arg(long, value_name = "DIR")]
+    pub identity: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -74,6 +116,17 @@ impl RunArgs {
     /// Bad options, an unreadable or rejected module, a task failure.
     pub fn execute(self) -> Result<Ending> {
         let start = Instant::now();
+        if self.remote.is_some() && self.state_dir.is_some() {
+            bail!("--state-dir cannot be combined with --remote yet: journaling a remote run comes with crash-safe client journals");
+        }
+        let remote = match &self.remote {
+            Some(addr) => Some(RemoteTarget::resolve(
+                addr,
+                self.agent_fingerprint.as_deref(),
+                self.identity.as_ref(),
+            )?),
+            None => None,
+        };
         let bytes = std::fs::read(&self.module)
             .with_context(|| format!("cannot read module {}", self.module.display()))?;
         // Without a step limit the compiled code needs no epoch checks.
@@ -133,6 +186,63 @@ impl RunArgs {
             None => EventLog::none(start),
         };
         tracing::info!(task = %id, module = %program.digest(), "creating task");
+        if let Some(target) = remote {
+            // What `_initialize` prints is delivered here, once, before point 0.
+            let init: Arc<std::sync::Mutex<Vec<(OutStream, Vec<u8>)>>> = Arc::default();
+            let sink = {
+                let init = init.clone();
+                Box::new(move |s: OutStream, b: &[u8]| {
+                    if let Ok(mut v) = init.lock() {
+                        v.push((s, b.to_vec()));
+                    }
+                })
+            };
+            let task = Task::create(&engine, &program, config, sink)?;
+            for (stream, bytes) in init.lock().map(|v| v.clone()).unwrap_or_default() {
+                console.write(stream, &bytes);
+            }
+            let (core, initial) =
+                ExecCore::with_task(engine, program.clone(), clock, limits, task)?;
+            let mut cfg = LocalConfig::new(
+                baton_proto::TaskId(id.clone()),
+                ModuleRef {
+                    digest: wire_digest(program.digest()),
+                    size: bytes.len() as u64,
+                },
+                Blob::from(bytes),
+            );
+            cfg.timing = Timing::new(self.disconnect_after, self.takeover_after);
+            cfg.migrate = Arc::new(self.migrate.parse::<Migrate>()?);
+            cfg.responsible = Arc::new(self.responsible.parse::<Responsible>()?);
+            cfg.mode = Arc::new(self.mode.parse::<ModeChoice>()?);
+            cfg.precopy = !self.no_precopy;
+            cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
+            if console.shows_status() || self.name.is_none() {
+                console.line(&format!("baton: task {id}, extending onto {}", target.addr));
+            }
+            let ending = RemoteRun {
+                id: &id,
+                agent: target.addr,
+                fingerprint: target.fingerprint,
+                identity: target.identity,
+                net: NetConfig::with_disconnect_after(self.disconnect_after),
+                config: cfg,
+                core,
+                initial,
+                events: &mut events,
+                console: &console,
+                preopens: &preopens,
+                module: program.digest().to_string(),
+                capture: None,
+            }
+            .drive()?;
+            if let Ending::Interrupted(point) = ending {
+                console.line(&format!(
+                    "baton: stopped near point {point}; a remote run cannot be resumed yet"
+                ));
+            }
+            return Ok(ending);
+        }
         let mut task = Task::create(&engine, &program, config, console.sink())?;
         let mut journal = match &self.state_dir {
             Some(dir) => {
@@ -177,6 +287,50 @@ impl RunArgs {
             interrupted_hint(&console, &id, point, journal.is_some());
         }
         Ok(ending)
+    }
+}
+
+/// The agent to extend onto, resolved from the options.
+struct RemoteTarget {
+    addr: SocketAddr,
+    fingerprint: Fingerprint,
+    identity: Identity,
+}
+
+impl RemoteTarget {
+    /// Resolves the address, the pinned fingerprint (the option, else the
+    /// known-agents file) and the client identity (made on first use).
+    fn resolve(addr: &str, fp: Option<&str>, identity: Option<&PathBuf>) -> Result<RemoteTarget> {
+        let sock = addr
+            .to_socket_addrs()
+            .with_context(|| format!("--remote `{addr}` is not HOST:PORT"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("--remote `{addr}` does not resolve to an address"))?;
+        let known_path = config_dir().join("known_agents");
+        let mut known = KnownAgents::load(&known_path)?;
+        let fingerprint = match fp {
+            Some(text) => {
+                let fp: Fingerprint = text.parse()?;
+                if known.get(addr) != Some(fp) {
+                    known.insert(addr, fp);
+                    if let Err(e) = known.save(&known_path) {
+                        tracing::warn!(error = %e, "cannot remember the agent's fingerprint");
+                    }
+                }
+                fp
+            }
+            None => known.get(addr).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the identity of agent {addr} is unknown: pass --agent-fingerprint sha256:<hex> as `baton agent` printed it"
+                )
+            })?,
+        };
+        let identity = Identity::load_or_create(&identity_dir(identity), Role::Client)?;
+        Ok(RemoteTarget {
+            addr: sock,
+            fingerprint,
+            identity,
+        })
     }
 }
 

@@ -1,0 +1,537 @@
+//! The agent: serves many clients and tasks at once over QUIC.
+//!
+//! Owns the agent's run time: the listening endpoint, one async task per
+//! connection (which routes messages to tasks: a `Hello` names its task,
+//! later messages are routed by their session), one async task per task
+//! driving its [`RemoteStub`] (the same drain order as the local side), the
+//! shared worker pool that bounds how many steps compute at once, the
+//! module cache (by digest, compiled once), per-client and per-task limits,
+//! and draining on SIGTERM. A client sees and reaches only its own tasks:
+//! tasks are keyed by the client's certificate fingerprint.
+//!
+//! State is kept in memory: a task survives its client's disconnections
+//! but not the agent's own restart. It must not decide anything the stub
+//! decides.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_net::{Agent, ClientPolicy, Conn, Fingerprint, Identity, NetConfig, Role};
+use baton_proto::message::{ErrorCode, ErrorMsg, Hello};
+use baton_proto::{
+    Action, Digest, Event, LinkEvent, Message, RemoteConfig, RemoteStub, SessionId, TaskId, Time,
+    Transmit,
+};
+use baton_task::{Engine, Program};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::exec::ExecCore;
+use crate::link::Outbox;
+use crate::meta::TaskMeta;
+use crate::worker::{Cmd, Done, Worker};
+
+/// Limits an agent enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct AgentLimits {
+    /// Largest `--max-memory` a task may ask for.
+    pub max_memory: u64,
+    /// Longest step allowed (a task's own limit applies if shorter).
+    pub max_step_time: Option<Duration>,
+    /// Most tasks one client may have here at once.
+    pub max_tasks_per_client: usize,
+    /// Largest module accepted, in bytes.
+    pub max_module_size: u64,
+}
+
+impl Default for AgentLimits {
+    /// 4 GiB per task, no step limit, 16 tasks per client, 64 MiB modules.
+    fn default() -> AgentLimits {
+        AgentLimits {
+            max_memory: 4 << 30,
+            max_step_time: None,
+            max_tasks_per_client: 16,
+            max_module_size: 64 << 20,
+        }
+    }
+}
+
+/// How to start an agent.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Identity, fingerprint file and module cache live here.
+    pub data_dir: PathBuf,
+    /// Which clients are admitted.
+    pub policy: ClientPolicy,
+    /// Steps computing at once (default: the number of cores).
+    pub workers: usize,
+    /// Limits.
+    pub limits: AgentLimits,
+    /// The transport's idle timeout on the agent's side (the client's
+    /// shorter one wins).
+    pub idle_timeout: Duration,
+}
+
+/// A running agent.
+pub struct RunningAgent {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    shared: Arc<Shared>,
+    endpoint: Arc<Agent>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+enum TaskInput {
+    Message {
+        conn: u64,
+        outbox: Outbox,
+        message: Message,
+    },
+    Lost {
+        conn: u64,
+    },
+    Drain,
+}
+
+struct TaskHandle {
+    tx: mpsc::UnboundedSender<TaskInput>,
+    connected: Arc<AtomicBool>,
+}
+
+type TaskKey = (Fingerprint, String);
+
+struct Shared {
+    engine: Engine,
+    permits: Arc<Semaphore>,
+    limits: AgentLimits,
+    data_dir: PathBuf,
+    programs: Mutex<HashMap<Digest, Program>>,
+    tasks: Mutex<HashMap<TaskKey, TaskHandle>>,
+    draining: AtomicBool,
+    next_conn: AtomicU64,
+    /// Bumped whenever a task ends (for drain waits).
+    ended: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, TaskHandle>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn programs(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Program>> {
+        self.programs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts an agent: makes or loads its identity under the data dir, writes
+/// `<data-dir>/fingerprint`, binds and starts accepting.
+///
+/// # Errors
+///
+/// The data dir or identity cannot be made, the address cannot be bound.
+pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
+    use anyhow::Context;
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
+    let identity = Identity::load_or_create(&opts.data_dir.join("identity"), Role::Agent)?;
+    let fp_path = opts.data_dir.join("fingerprint");
+    std::fs::write(&fp_path, format!("{}\n", identity.fingerprint()))
+        .with_context(|| format!("cannot write {}", fp_path.display()))?;
+    let modules = opts.data_dir.join("modules");
+    std::fs::create_dir_all(&modules)
+        .with_context(|| format!("cannot create {}", modules.display()))?;
+    let net = NetConfig::with_disconnect_after(opts.idle_timeout);
+    let endpoint = Arc::new(Agent::bind(opts.listen, &identity, opts.policy, net)?);
+    let addr = endpoint.local_addr()?;
+    let shared = Arc::new(Shared {
+        engine: Engine::with_step_limits(true)?,
+        permits: Arc::new(Semaphore::new(opts.workers.max(1))),
+        limits: opts.limits,
+        data_dir: opts.data_dir,
+        programs: Mutex::default(),
+        tasks: Mutex::default(),
+        draining: AtomicBool::new(false),
+        next_conn: AtomicU64::new(1),
+        ended: watch::channel(0).0,
+    });
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+    Ok(RunningAgent {
+        addr,
+        fingerprint: identity.fingerprint(),
+        shared,
+        endpoint,
+        accept,
+    })
+}
+
+impl RunningAgent {
+    /// Number of tasks held.
+    pub fn task_count(&self) -> usize {
+        self.shared.tasks().len()
+    }
+
+    /// Hands every task back to its client (those connected), waiting at
+    /// most `timeout`, then stops accepting and closes every connection.
+    /// Returns the number of tasks still held when it gave up.
+    pub async fn shutdown(self, timeout: Duration) -> usize {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        for h in self.shared.tasks().values() {
+            let _ = h.tx.send(TaskInput::Drain);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut ended = self.shared.ended.subscribe();
+        loop {
+            let waiting = self
+                .shared
+                .tasks()
+                .values()
+                .filter(|h| h.connected.load(Ordering::SeqCst))
+                .count();
+            if waiting == 0 {
+                break;
+            }
+            tracing::info!(
+                waiting,
+                "draining: waiting for clients to take their tasks back"
+            );
+            if tokio::time::timeout_at(deadline, ended.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        self.accept.abort();
+        self.endpoint.close();
+        self.shared.tasks().len()
+    }
+}
+
+async fn accept_loop(endpoint: Arc<Agent>, shared: Arc<Shared>) {
+    while let Some(pending) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let from = pending.remote_address();
+            match pending.establish().await {
+                Ok(conn) => {
+                    let id = shared.next_conn.fetch_add(1, Ordering::SeqCst);
+                    tracing::info!(%from, client = %conn.peer_fingerprint(), conn = id, "client connected");
+                    serve_conn(shared, conn, id).await;
+                }
+                Err(e) => tracing::info!(%from, error = %e, "connection refused or failed"),
+            }
+        });
+    }
+}
+
+/// Routes one connection's messages to its tasks.
+async fn serve_conn(shared: Arc<Shared>, conn: Conn, id: u64) {
+    let outbox = Outbox::new(conn.clone());
+    let client = conn.peer_fingerprint();
+    let mut sessions: HashMap<SessionId, mpsc::UnboundedSender<TaskInput>> = HashMap::new();
+    loop {
+        match conn.recv().await {
+            Ok((_, Message::Hello(hello))) => {
+                let session = hello.session;
+                match admit(&shared, client, &hello) {
+                    Ok(tx) => {
+                        let message = Message::Hello(hello);
+                        let input = TaskInput::Message {
+                            conn: id,
+                            outbox: outbox.clone(),
+                            message,
+                        };
+                        if tx.send(input).is_ok() {
+                            sessions.insert(session, tx);
+                        }
+                    }
+                    Err((code, text)) => {
+                        tracing::info!(%client, ?code, %text, "task refused");
+                        outbox.send(transmit(Message::Error(ErrorMsg {
+                            session,
+                            code,
+                            text,
+                        })));
+                    }
+                }
+            }
+            Ok((_, message)) => {
+                let session = message.session();
+                let Some(tx) = sessions.get(&session) else {
+                    tracing::debug!(conn = id, "message for an unknown session dropped");
+                    continue;
+                };
+                let input = TaskInput::Message {
+                    conn: id,
+                    outbox: outbox.clone(),
+                    message,
+                };
+                if tx.send(input).is_err() {
+                    sessions.remove(&session); // the task ended
+                }
+            }
+            Err(e) => {
+                if e.is_peer_violation() {
+                    tracing::warn!(%client, conn = id, error = %e, "dropped a connection that broke the protocol");
+                } else {
+                    tracing::info!(%client, conn = id, error = %e, "connection ended");
+                }
+                for tx in sessions.values() {
+                    let _ = tx.send(TaskInput::Lost { conn: id });
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn transmit(message: Message) -> Transmit {
+    Transmit {
+        channel: message.channel(),
+        message,
+    }
+}
+
+/// Finds or creates the task a `Hello` names, within the limits.
+fn admit(
+    shared: &Arc<Shared>,
+    client: Fingerprint,
+    hello: &Hello,
+) -> Result<mpsc::UnboundedSender<TaskInput>, (ErrorCode, String)> {
+    let key = (client, hello.task.0.clone());
+    let mut tasks = shared.tasks();
+    if let Some(h) = tasks.get(&key) {
+        return Ok(h.tx.clone());
+    }
+    if shared.draining.load(Ordering::SeqCst) {
+        return Err((
+            ErrorCode::Limit,
+            "the agent is shutting down and takes no new tasks".into(),
+        ));
+    }
+    let limits = shared.limits;
+    let mine = tasks.keys().filter(|(c, _)| *c == client).count();
+    if mine >= limits.max_tasks_per_client {
+        return Err((
+            ErrorCode::Limit,
+            format!(
+                "this client already has {mine} tasks here (the agent's limit is {})",
+                limits.max_tasks_per_client
+            ),
+        ));
+    }
+    if hello.module.size > limits.max_module_size {
+        return Err((
+            ErrorCode::Limit,
+            format!(
+                "the module is {} bytes; the agent accepts at most {}",
+                hello.module.size, limits.max_module_size
+            ),
+        ));
+    }
+    let meta = TaskMeta::decode(hello.meta.as_bytes()).map_err(|t| (ErrorCode::Unsupported, t))?;
+    if meta.max_memory > limits.max_memory {
+        return Err((
+            ErrorCode::Limit,
+            format!(
+                "the task may use {} bytes of memory (--max-memory) but the agent allows at most {}; run it with a smaller --max-memory",
+                meta.max_memory, limits.max_memory
+            ),
+        ));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let connected = Arc::new(AtomicBool::new(false));
+    tasks.insert(
+        key.clone(),
+        TaskHandle {
+            tx: tx.clone(),
+            connected: connected.clone(),
+        },
+    );
+    tracing::info!(%client, task = %hello.task.0, "new task");
+    tokio::spawn(task_actor(
+        shared.clone(),
+        key,
+        hello.task.clone(),
+        hello.module,
+        meta,
+        rx,
+        connected,
+    ));
+    Ok(tx)
+}
+
+fn module_path(shared: &Shared, digest: &Digest) -> PathBuf {
+    shared
+        .data_dir
+        .join("modules")
+        .join(format!("{digest}.wasm"))
+}
+
+/// Drives one task's remote stub until it is handed back.
+async fn task_actor(
+    shared: Arc<Shared>,
+    key: TaskKey,
+    task: TaskId,
+    module: baton_proto::ModuleRef,
+    meta: TaskMeta,
+    mut rx: mpsc::UnboundedReceiver<TaskInput>,
+    connected: Arc<AtomicBool>,
+) {
+    let origin = Instant::now();
+    let now = || Time::from_nanos(origin.elapsed().as_nanos() as u64);
+    let mut program = shared.programs().get(&module.digest).cloned();
+    if program.is_none() {
+        // Compiled by an earlier run of the agent? Load it off the async
+        // threads.
+        let path = module_path(&shared, &module.digest);
+        let engine = shared.engine.clone();
+        program = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(path).ok()?;
+            engine.load(&bytes).ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .filter(|p| crate::exec::wire_digest(p.digest()) == module.digest);
+        if let Some(p) = &program {
+            shared.programs().insert(module.digest, p.clone());
+        }
+    }
+    let mut limits = meta.limits();
+    limits.max_step_time = match (limits.max_step_time, shared.limits.max_step_time) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let has_module = program.is_some();
+    let core = ExecCore::empty(shared.engine.clone(), program, meta.clock(), limits);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let worker = Worker::spawn(core, shared.permits.clone(), done_tx);
+    let mut stub = RemoteStub::new(RemoteConfig::new(task.clone(), module, has_module), now());
+    let mut link: Option<(u64, Outbox)> = None;
+    let mut gen = 0u64;
+    let name = task.0.clone();
+    loop {
+        while let Some(action) = stub.poll_action() {
+            match action {
+                Action::Run { from } => {
+                    gen += 1;
+                    worker.send(Cmd::Run { gen, from });
+                }
+                Action::Continue => worker.send(Cmd::Continue { gen }),
+                Action::Stop => gen += 1,
+                Action::Capture { state, base } => worker.send(Cmd::Capture { state, base }),
+                Action::Persist(req) => worker.send(Cmd::Persist {
+                    req,
+                    module: module.digest,
+                }),
+                // Only the local side delivers and finishes.
+                Action::Deliver(_) | Action::Finish { .. } => {}
+            }
+        }
+        while let Some(t) = stub.poll_transmit() {
+            if let Some((_, outbox)) = &link {
+                tracing::trace!(message = ?t.message, "send");
+                outbox.send(t);
+            }
+        }
+        while let Some(e) = stub.poll_event() {
+            match e {
+                Event::Point { .. } => {}
+                e => tracing::info!(task = %name, event = ?e, "task event"),
+            }
+        }
+        if stub.is_handed_back() {
+            tracing::info!(task = %name, "task handed back to its client; forgotten here");
+            break;
+        }
+        let deadline = stub.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => {
+                    let wait = Duration::from_nanos(t.as_nanos().saturating_sub(now().as_nanos()));
+                    tokio::time::sleep(wait).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(TaskInput::Message { conn, outbox, message }) => {
+                    if link.as_ref().map(|(c, _)| *c) != Some(conn) {
+                        if !matches!(message, Message::Hello(_)) {
+                            continue; // a late message of an older connection
+                        }
+                        if link.is_some() {
+                            stub.handle_link(now(), LinkEvent::Lost);
+                        }
+                        link = Some((conn, outbox));
+                        connected.store(true, Ordering::SeqCst);
+                        stub.handle_link(now(), LinkEvent::Connected);
+                    }
+                    stub.handle_message(now(), message);
+                }
+                Some(TaskInput::Lost { conn }) => {
+                    if link.as_ref().is_some_and(|(c, _)| *c == conn) {
+                        link = None;
+                        connected.store(false, Ordering::SeqCst);
+                        stub.handle_link(now(), LinkEvent::Lost);
+                    }
+                }
+                Some(TaskInput::Drain) => stub.drain(now()),
+                None => break,
+            },
+            done = done_rx.recv() => match done {
+                Some(Done::Exec { gen: g, event }) => {
+                    if g == gen {
+                        stub.handle_executor(now(), event);
+                    }
+                }
+                Some(Done::Captured(cp)) => {
+                    stub.handle_executor(now(), baton_proto::ExecutorEvent::Captured(cp));
+                }
+                Some(Done::CaptureFailed { state, error }) => {
+                    tracing::debug!(task = %name, error = %error, "could not capture a state for the client; asked again later");
+                    stub.handle_executor(now(), baton_proto::ExecutorEvent::CaptureFailed { state });
+                }
+                Some(Done::Persisted { seq, program }) => {
+                    if let Some((p, bytes)) = program {
+                        shared.programs().insert(module.digest, p);
+                        let path = module_path(&shared, &module.digest);
+                        tokio::task::spawn_blocking(move || {
+                            let tmp = path.with_extension("tmp");
+                            if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+                                tracing::warn!(path = %path.display(), error = %e, "cannot cache the module");
+                            }
+                        });
+                    }
+                    stub.handle_persisted(now(), seq);
+                }
+                Some(Done::PersistFailed { error, .. }) => {
+                    tracing::warn!(task = %name, error = %error, "the client sent a bad state or module; task dropped");
+                    if let Some((_, outbox)) = &link {
+                        if let Some(session) = stub.session() {
+                            outbox.send(transmit(Message::Error(ErrorMsg {
+                                session,
+                                code: ErrorCode::Internal,
+                                text: format!("the agent dropped the task: {error}"),
+                            })));
+                        }
+                    }
+                    break;
+                }
+                None => break,
+            },
+            _ = sleep => stub.handle_timeout(now()),
+        }
+    }
+    shared.tasks().remove(&key);
+    shared.ended.send_modify(|n| *n += 1);
+}

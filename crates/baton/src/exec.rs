@@ -1,0 +1,521 @@
+//! One side's executor and state store for a task driven by a protocol stub.
+//!
+//! Owns [`ExecCore`]: the live [`Task`] (if any), the newest state this side
+//! holds (the *store*), and a *mirror* of the state the peer was last sent,
+//! so that shipping a state costs what changed since then. It answers the
+//! stub's actions (`Run`, `Continue`, `Stop`, `Capture`, the state part of
+//! `Persist`) synchronously; [`crate::worker`] runs it off the async
+//! runtime. It also owns the framing of a step's output (stdout and stderr
+//! in one blob, [`OutputFrames`]).
+//!
+//! The store is in memory: this side's promise of durability lasts as long
+//! as the process. It must not do IO, talk to the network or decide
+//! anything about the protocol.
+
+use std::sync::{Arc, Mutex};
+
+use baton_proto::{Blob, Checkpoint as WireCheckpoint, ExecutorEvent, Outcome, StateRef};
+use baton_task::checkpoint::{self, CheckpointError, Decoded};
+use baton_task::wasi::{ClockMode, OutStream};
+use baton_task::{Engine, Limits, Program, State, StepOutcome, Task, TaskError};
+
+/// Why the executor or the store could not do what the stub asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The task runtime failed (outside a step: capture, restore).
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// A checkpoint could not be decoded or applied.
+    #[error("checkpoint from the peer: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// A received checkpoint is not the state it claims to be.
+    #[error("checkpoint from the peer claims point {claimed} but holds point {found}")]
+    WrongState {
+        /// The point the message named.
+        claimed: u64,
+        /// The point inside the bytes.
+        found: u64,
+    },
+    /// The stub asked for a state this side does not hold (a driver bug).
+    #[error("no state {0:?} here")]
+    Missing(StateRef),
+    /// The module is not known yet, so the task cannot run here.
+    #[error("the task's module is not here yet")]
+    NoProgram,
+    /// The module bytes the peer sent are not the module it named.
+    #[error("the module sent is not the one announced (digest {found}, expected {expected})")]
+    ModuleMismatch {
+        /// The digest announced.
+        expected: baton_proto::Digest,
+        /// The digest of the bytes.
+        found: baton_proto::Digest,
+    },
+}
+
+/// The exit status a failed step maps to, carried in front of the reason
+/// of an [`Outcome::Failed`] so that the local side can report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailKind {
+    /// A trap: a bug in the task.
+    Trap,
+    /// A limit (step time, memory) stopped it.
+    Limit,
+    /// Anything else.
+    Error,
+}
+
+impl FailKind {
+    fn tag(self) -> &'static str {
+        match self {
+            FailKind::Trap => "[trap] ",
+            FailKind::Limit => "[limit] ",
+            FailKind::Error => "[error] ",
+        }
+    }
+
+    /// Splits a reason made by this module into its kind and its text.
+    pub fn parse(reason: &str) -> (FailKind, &str) {
+        for kind in [FailKind::Trap, FailKind::Limit, FailKind::Error] {
+            if let Some(rest) = reason.strip_prefix(kind.tag()) {
+                return (kind, rest);
+            }
+        }
+        (FailKind::Error, reason)
+    }
+
+    fn of(e: &TaskError) -> FailKind {
+        match e {
+            TaskError::Trap { .. } => FailKind::Trap,
+            TaskError::StepTimeout { .. }
+            | TaskError::MemoryLimit { .. }
+            | TaskError::OutOfMemory { .. } => FailKind::Limit,
+            _ => FailKind::Error,
+        }
+    }
+}
+
+/// A step's output: stdout and stderr writes in order, framed as
+/// `[stream: u8][len: u32 LE][bytes]`.
+#[derive(Debug, Default)]
+pub struct OutputFrames;
+
+impl OutputFrames {
+    fn push(buf: &mut Vec<u8>, stream: OutStream, bytes: &[u8]) {
+        // A single write is bounded by the guest's memory (< 4 GiB).
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        buf.push(match stream {
+            OutStream::Stdout => 1,
+            OutStream::Stderr => 2,
+        });
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&bytes[..len as usize]);
+    }
+
+    /// The writes in a blob, in order. A malformed tail (which only a
+    /// hostile peer would send) ends the list.
+    pub fn parse(mut bytes: &[u8]) -> Vec<(OutStream, &[u8])> {
+        let mut out = Vec::new();
+        while bytes.len() >= 5 {
+            let stream = match bytes[0] {
+                1 => OutStream::Stdout,
+                2 => OutStream::Stderr,
+                _ => break,
+            };
+            let len = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+            let Some(body) = bytes.get(5..5 + len) else {
+                break;
+            };
+            out.push((stream, body));
+            bytes = &bytes[5 + len..];
+        }
+        out
+    }
+}
+
+/// What the peer is believed to hold, for deltas.
+enum Mirror {
+    /// Nothing known.
+    None,
+    /// The peer holds the store's newest state (it sent it to us).
+    Newest,
+    /// The peer holds (or is being sent) this state.
+    Copy(StateRef, Box<State>),
+}
+
+/// The executor and store of one side of one task.
+pub struct ExecCore {
+    engine: Engine,
+    program: Option<Program>,
+    clock: ClockMode,
+    limits: Limits,
+    task: Option<Task>,
+    /// The point the live task is paused at.
+    at: Option<StateRef>,
+    store: Option<(StateRef, State)>,
+    mirror: Mirror,
+    out: Arc<Mutex<Vec<u8>>>,
+    decode_limits: checkpoint::Limits,
+}
+
+/// Converts a task digest to the protocol's.
+pub fn wire_digest(d: baton_task::Digest) -> baton_proto::Digest {
+    baton_proto::Digest(d.0)
+}
+
+impl ExecCore {
+    /// An executor with nothing in it yet (the agent, before the first
+    /// checkpoint arrives). `program` may come later ([`Self::set_program`]).
+    pub fn empty(
+        engine: Engine,
+        program: Option<Program>,
+        clock: ClockMode,
+        limits: Limits,
+    ) -> ExecCore {
+        ExecCore {
+            engine,
+            program,
+            clock,
+            limits,
+            task: None,
+            at: None,
+            store: None,
+            mirror: Mirror::None,
+            out: Arc::default(),
+            decode_limits: checkpoint::Limits {
+                max_memory: limits.max_memory,
+                ..checkpoint::Limits::default()
+            },
+        }
+    }
+
+    /// An executor around a task just created at point 0, whose state
+    /// becomes the store's. Returns it with the state's reference.
+    ///
+    /// # Errors
+    ///
+    /// The task cannot be captured.
+    pub fn with_task(
+        engine: Engine,
+        program: Program,
+        clock: ClockMode,
+        limits: Limits,
+        mut task: Task,
+    ) -> Result<(ExecCore, StateRef), ExecError> {
+        let mut core = ExecCore::empty(engine, Some(program), clock, limits);
+        let out = core.out.clone();
+        task.set_sink(Box::new(move |s: OutStream, b: &[u8]| {
+            OutputFrames::push(&mut out.lock().unwrap_or_else(|p| p.into_inner()), s, b)
+        }));
+        // Makes point 0 the base of later deltas, too.
+        task.checkpoint()?;
+        let state = task.state()?;
+        let at = StateRef::new(baton_proto::Point(state.point), wire_digest(task.digest()?));
+        core.store = Some((at, state));
+        core.task = Some(task);
+        core.at = Some(at);
+        Ok((core, at))
+    }
+
+    /// Loads and checks module bytes sent by the peer against the digest it
+    /// announced, and keeps the program. Returns it (for a cache).
+    ///
+    /// # Errors
+    ///
+    /// The bytes are not a loadable module, or not the one announced.
+    pub fn accept_module(
+        &mut self,
+        bytes: &[u8],
+        expected: baton_proto::Digest,
+    ) -> Result<Program, ExecError> {
+        let program = self.engine.load(bytes)?;
+        let found = wire_digest(program.digest());
+        if found != expected {
+            return Err(ExecError::ModuleMismatch { expected, found });
+        }
+        self.program = Some(program.clone());
+        Ok(program)
+    }
+
+    /// The newest state in the store, with its reference.
+    pub fn stored(&self) -> Option<(StateRef, &State)> {
+        self.store.as_ref().map(|(r, s)| (*r, s))
+    }
+
+    /// `Action::Run`: continue from `from`, restoring it from the store
+    /// unless the live task is paused exactly there, and run one step.
+    pub fn run(&mut self, from: StateRef) -> ExecutorEvent {
+        if self.at != Some(from) || self.task.is_none() {
+            if let Err(e) = self.restore(from) {
+                return ExecutorEvent::Failed {
+                    at: from,
+                    reason: format!("{}{e}", FailKind::of_exec(&e).tag()),
+                };
+            }
+        }
+        if let Some((r, s)) = &self.store {
+            if *r == from {
+                if let Some(code) = s.finished {
+                    return ExecutorEvent::Finished {
+                        state: from,
+                        output: Blob::default(),
+                        outcome: Outcome::Exit(code),
+                    };
+                }
+            }
+        }
+        self.step()
+    }
+
+    /// `Action::Continue`: run the next step from where the task is paused.
+    pub fn cont(&mut self) -> ExecutorEvent {
+        match self.at {
+            Some(_) if self.task.is_some() => self.step(),
+            _ => ExecutorEvent::Failed {
+                at: self.store.as_ref().map_or(
+                    StateRef::new(baton_proto::Point(0), baton_proto::Digest::default()),
+                    |(r, _)| *r,
+                ),
+                reason: format!(
+                    "{}the executor is not paused at a point",
+                    FailKind::Error.tag()
+                ),
+            },
+        }
+    }
+
+    fn restore(&mut self, from: StateRef) -> Result<(), ExecError> {
+        let program = self.program.as_ref().ok_or(ExecError::NoProgram)?;
+        let (r, state) = self.store.as_ref().ok_or(ExecError::Missing(from))?;
+        if *r != from {
+            return Err(ExecError::Missing(from));
+        }
+        let out = self.out.clone();
+        let sink = Box::new(move |s: OutStream, b: &[u8]| {
+            OutputFrames::push(&mut out.lock().unwrap_or_else(|p| p.into_inner()), s, b)
+        });
+        let task = Task::restore(
+            &self.engine,
+            program,
+            state,
+            self.clock.clone(),
+            self.limits,
+            sink,
+        )?;
+        self.task = Some(task);
+        self.at = Some(from);
+        Ok(())
+    }
+
+    fn step(&mut self) -> ExecutorEvent {
+        let from = self.at.unwrap_or(StateRef::new(
+            baton_proto::Point(0),
+            baton_proto::Digest::default(),
+        ));
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let Some(task) = self.task.as_mut() else {
+            return ExecutorEvent::Failed {
+                at: from,
+                reason: format!("{}no task to step", FailKind::Error.tag()),
+            };
+        };
+        let result = task.step().and_then(|o| Ok((o, task.digest()?)));
+        let output = Blob::from(std::mem::take(
+            &mut *self.out.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        match result {
+            Ok((outcome, digest)) => {
+                let state = StateRef::new(baton_proto::Point(task.point()), wire_digest(digest));
+                self.at = Some(state);
+                match outcome {
+                    StepOutcome::Continue => ExecutorEvent::Reached { state, output },
+                    StepOutcome::Finished(code) => ExecutorEvent::Finished {
+                        state,
+                        output,
+                        outcome: Outcome::Exit(code),
+                    },
+                }
+            }
+            Err(e) => {
+                // A failed task cannot go on; a later Run restores.
+                self.task = None;
+                self.at = None;
+                let reason = format!("{}{e}", FailKind::of(&e).tag());
+                ExecutorEvent::Failed { at: from, reason }
+            }
+        }
+    }
+
+    /// The state part of `Action::Persist`: make `write` the store's newest
+    /// state. `Own` states come from the live task (which must be paused
+    /// there); `Received` ones are decoded, checked and applied.
+    ///
+    /// # Errors
+    ///
+    /// A checkpoint that does not decode, does not apply to the store or is
+    /// not the state it claims to be; a task that cannot be captured.
+    pub fn persist(&mut self, write: &baton_proto::StateWrite) -> Result<(), ExecError> {
+        match write {
+            baton_proto::StateWrite::Own(s) => self.persist_own(*s),
+            baton_proto::StateWrite::Received(cp) => self.persist_received(cp),
+        }
+    }
+
+    fn persist_own(&mut self, s: StateRef) -> Result<(), ExecError> {
+        if self.store.as_ref().is_some_and(|(r, _)| *r == s) {
+            return Ok(());
+        }
+        let (Some(task), true) = (self.task.as_mut(), self.at == Some(s)) else {
+            return Err(ExecError::Missing(s));
+        };
+        // The peer's copy must not change with ours.
+        if matches!(self.mirror, Mirror::Newest) {
+            self.mirror = match &self.store {
+                Some((r, st)) => Mirror::Copy(*r, Box::new(st.clone())),
+                None => Mirror::None,
+            };
+        }
+        let base_matches = match (&self.store, task.base()) {
+            (Some((r, _)), Some(b)) => wire_digest(b) == r.digest,
+            _ => false,
+        };
+        if base_matches {
+            // What the last steps changed, applied to the stored copy:
+            // proportional to the changed pages, not to the memory size.
+            let delta = task.delta()?;
+            match checkpoint::decode(&delta.bytes, &self.decode_limits)? {
+                Decoded::Delta(d) => {
+                    if let Some((r, st)) = self.store.as_mut() {
+                        d.apply(st)?;
+                        *r = s;
+                    }
+                }
+                Decoded::Full(st) => self.store = Some((s, st)),
+            }
+        } else {
+            task.checkpoint()?;
+            self.store = Some((s, task.state()?));
+        }
+        task.rebase()?;
+        Ok(())
+    }
+
+    fn persist_received(&mut self, cp: &WireCheckpoint) -> Result<(), ExecError> {
+        let claimed = cp.state;
+        match checkpoint::decode(cp.bytes.as_bytes(), &self.decode_limits)? {
+            Decoded::Full(state) => {
+                if state.point != claimed.point.0 {
+                    return Err(ExecError::WrongState {
+                        claimed: claimed.point.0,
+                        found: state.point,
+                    });
+                }
+                let digest = state
+                    .digest()
+                    .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+                if wire_digest(digest) != claimed.digest {
+                    return Err(CheckpointError::Malformed(
+                        "the state's digest is not the one announced".into(),
+                    )
+                    .into());
+                }
+                self.store = Some((claimed, state));
+            }
+            Decoded::Delta(d) => {
+                if d.point() != claimed.point.0 || wire_digest(d.digest()) != claimed.digest {
+                    return Err(ExecError::WrongState {
+                        claimed: claimed.point.0,
+                        found: d.point(),
+                    });
+                }
+                let Some((r, st)) = self.store.as_mut() else {
+                    return Err(ExecError::Missing(cp.base.unwrap_or(claimed)));
+                };
+                // `apply` checks the base digest and leaves the state
+                // unchanged if anything is wrong.
+                d.apply(st)?;
+                *r = claimed;
+            }
+        }
+        self.mirror = Mirror::Newest;
+        Ok(())
+    }
+
+    /// `Action::Capture`: encode `state` for the peer, as a delta against
+    /// `base` if the mirror holds it, else in full. The executor stays
+    /// where it is.
+    ///
+    /// # Errors
+    ///
+    /// The state is not here, or cannot be encoded.
+    pub fn capture(
+        &mut self,
+        state: StateRef,
+        base: Option<StateRef>,
+    ) -> Result<WireCheckpoint, ExecError> {
+        let live;
+        let source: &State = match &self.store {
+            Some((r, st)) if *r == state => st,
+            _ => match (self.task.as_mut(), self.at == Some(state)) {
+                (Some(task), true) => {
+                    live = task.state()?;
+                    &live
+                }
+                _ => return Err(ExecError::Missing(state)),
+            },
+        };
+        let mirror = std::mem::replace(&mut self.mirror, Mirror::None);
+        let (bytes, delta_base, mirror) = match mirror {
+            // The usual case: what changed since the last state shipped,
+            // applied to the mirror in place (no copy of the memory).
+            Mirror::Copy(m, mut ms) if base == Some(m) => {
+                let cp = checkpoint::encode_delta(&ms, source)?;
+                if let Decoded::Delta(d) = checkpoint::decode(&cp.bytes, &self.decode_limits)? {
+                    d.apply(&mut ms)?;
+                }
+                (cp.bytes, Some(m), Mirror::Copy(state, ms))
+            }
+            Mirror::Newest => match &self.store {
+                Some((m, ms)) if base == Some(*m) => {
+                    let cp = checkpoint::encode_delta(ms, source)?;
+                    let next = if *m == state {
+                        Mirror::Newest
+                    } else {
+                        Mirror::Copy(state, Box::new(source.clone()))
+                    };
+                    (cp.bytes, Some(*m), next)
+                }
+                _ => {
+                    let cp = checkpoint::encode_full(source)?;
+                    (
+                        cp.bytes,
+                        None,
+                        Mirror::Copy(state, Box::new(source.clone())),
+                    )
+                }
+            },
+            _ => {
+                let cp = checkpoint::encode_full(source)?;
+                (
+                    cp.bytes,
+                    None,
+                    Mirror::Copy(state, Box::new(source.clone())),
+                )
+            }
+        };
+        self.mirror = mirror;
+        Ok(WireCheckpoint {
+            state,
+            base: delta_base,
+            bytes: Blob::from(bytes),
+        })
+    }
+}
+
+impl FailKind {
+    fn of_exec(e: &ExecError) -> FailKind {
+        match e {
+            ExecError::Task(t) => FailKind::of(t),
+            _ => FailKind::Error,
+        }
+    }
+}
