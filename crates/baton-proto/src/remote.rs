@@ -220,7 +220,15 @@ impl RemoteStub {
                             self.module_seq = Some(seq);
                         }
                     }
-                    Message::Checkpoint(c) => self.on_checkpoint(now, c.checkpoint),
+                    Message::Checkpoint(c) => {
+                        // The sender holds what it sends: never ship it back
+                        // (a full copy of a large state, at a migration).
+                        let sent = Some(c.checkpoint.state);
+                        self.core
+                            .ship
+                            .on_peer_durable(sent, now, &mut self.core.measured);
+                        self.on_checkpoint(now, c.checkpoint)
+                    }
                     Message::Ack(a) => {
                         self.core
                             .ship

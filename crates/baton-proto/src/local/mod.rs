@@ -263,7 +263,14 @@ impl LocalStub {
         match msg {
             Message::Heartbeat(h) => self.on_summary(now, h.seq, h.echo, &h.summary),
             Message::Goodbye(_) => self.lose_session(now, false),
-            Message::Checkpoint(c) => self.on_checkpoint(c.checkpoint),
+            Message::Checkpoint(c) => {
+                // The sender holds what it sends: never ship it back.
+                let sent = Some(c.checkpoint.state);
+                self.core
+                    .ship
+                    .on_peer_durable(sent, now, &mut self.core.measured);
+                self.on_checkpoint(c.checkpoint)
+            }
             Message::Ack(a) => {
                 self.core
                     .ship
