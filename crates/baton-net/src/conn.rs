@@ -125,7 +125,14 @@ async fn read_stream(
     tx: &mpsc::Sender<Received>,
     counters: &Counters,
 ) -> Result<(), NetError> {
-    while let Some(bytes) = frame::read_frame(recv, channel, limits.max(channel)).await? {
+    // Only the control and output streams, and bulk messages too small to
+    // be resumable, travel as plain frames: a larger frame on a plain bulk
+    // stream is not something a baton peer sends.
+    let max = match channel {
+        Channel::Bulk => limits.max(channel).min(bulk::RESUMABLE_MIN),
+        _ => limits.max(channel),
+    };
+    while let Some(bytes) = frame::read_frame(recv, channel, max).await? {
         if channel == Channel::Bulk {
             counters.add_received(bytes.len());
         }

@@ -53,12 +53,14 @@ pub struct FrameLimits {
 }
 
 impl Default for FrameLimits {
-    /// 1 MiB control, 256 MiB bulk, 16 MiB output frames; the protocol's
-    /// default value bounds.
+    /// 1 MiB control, 4 GiB bulk (a checkpoint of a full wasm32 memory,
+    /// which does not compress when it is random, must fit; a receiver's
+    /// buffer grows only as bytes arrive), 16 MiB output frames; the
+    /// protocol's default value bounds.
     fn default() -> FrameLimits {
         FrameLimits {
             control: 1 << 20,
-            bulk: 256 << 20,
+            bulk: MAX_FRAME_LIMIT,
             output: 16 << 20,
             values: Limits::default(),
         }

@@ -92,7 +92,7 @@ enum TaskInput {
     Message {
         conn: u64,
         outbox: Outbox,
-        message: Message,
+        message: Box<Message>,
     },
     Lost {
         conn: u64,
@@ -172,11 +172,6 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
 }
 
 impl RunningAgent {
-    /// Number of tasks held.
-    pub fn task_count(&self) -> usize {
-        self.shared.tasks().len()
-    }
-
     /// Hands every task back to its client (those connected), waiting at
     /// most `timeout`, then stops accepting and closes every connection.
     /// Returns the number of tasks still held when it gave up.
@@ -242,7 +237,7 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn, id: u64) {
                 let session = hello.session;
                 match admit(&shared, client, &hello) {
                     Ok(tx) => {
-                        let message = Message::Hello(hello);
+                        let message = Box::new(Message::Hello(hello));
                         let input = TaskInput::Message {
                             conn: id,
                             outbox: outbox.clone(),
@@ -271,7 +266,7 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn, id: u64) {
                 let input = TaskInput::Message {
                     conn: id,
                     outbox: outbox.clone(),
-                    message,
+                    message: Box::new(message),
                 };
                 if tx.send(input).is_err() {
                     sessions.remove(&session); // the task ended
@@ -466,7 +461,7 @@ async fn task_actor(
             input = rx.recv() => match input {
                 Some(TaskInput::Message { conn, outbox, message }) => {
                     if link.as_ref().map(|(c, _)| *c) != Some(conn) {
-                        if !matches!(message, Message::Hello(_)) {
+                        if !matches!(*message, Message::Hello(_)) {
                             continue; // a late message of an older connection
                         }
                         if link.is_some() {
@@ -476,7 +471,7 @@ async fn task_actor(
                         connected.store(true, Ordering::SeqCst);
                         stub.handle_link(now(), LinkEvent::Connected);
                     }
-                    stub.handle_message(now(), message);
+                    stub.handle_message(now(), *message);
                 }
                 Some(TaskInput::Lost { conn }) => {
                     if link.as_ref().is_some_and(|(c, _)| *c == conn) {

@@ -100,7 +100,8 @@ impl FailKind {
 pub struct OutputFrames;
 
 impl OutputFrames {
-    fn push(buf: &mut Vec<u8>, stream: OutStream, bytes: &[u8]) {
+    /// Appends one write.
+    pub fn push(buf: &mut Vec<u8>, stream: OutStream, bytes: &[u8]) {
         // A single write is bounded by the guest's memory (< 4 GiB).
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         buf.push(match stream {
@@ -293,14 +294,7 @@ impl ExecCore {
         let sink = Box::new(move |s: OutStream, b: &[u8]| {
             OutputFrames::push(&mut out.lock().unwrap_or_else(|p| p.into_inner()), s, b)
         });
-        let task = Task::restore(
-            &self.engine,
-            program,
-            state,
-            self.clock.clone(),
-            self.limits,
-            sink,
-        )?;
+        let task = Task::restore(&self.engine, program, state, self.clock, self.limits, sink)?;
         self.task = Some(task);
         self.at = Some(from);
         Ok(())

@@ -95,7 +95,7 @@ pub enum LinkNews {
         /// The connection's number.
         id: u64,
         /// The message.
-        message: Message,
+        message: Box<Message>,
     },
     /// Connection `id` is gone.
     Down {
@@ -133,7 +133,13 @@ pub async fn dial(
                 loop {
                     match conn.recv().await {
                         Ok((_, message)) => {
-                            if news.send(LinkNews::Message { id, message }).is_err() {
+                            if news
+                                .send(LinkNews::Message {
+                                    id,
+                                    message: Box::new(message),
+                                })
+                                .is_err()
+                            {
                                 return;
                             }
                         }

@@ -46,6 +46,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a task (a WASI module) to the end.
@@ -60,6 +62,9 @@ enum Command {
     Agent(cli::agent::AgentArgs),
     /// Show this machine's client identity (for an agent's authorized-clients file).
     Identity(cli::identity::IdentityArgs),
+    /// Measure migration downtime, failover time and sync overhead (BENCHMARKS.md).
+    #[command(hide = true)]
+    BenchRemote(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,9 +99,13 @@ fn main() -> ExitCode {
             }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    if matches!(cli.command, Command::Inspect(_) | Command::Demo(_)) {
+    if matches!(
+        cli.command,
+        Command::Inspect(_) | Command::Demo(_) | Command::BenchRemote(_)
+    ) {
         // These only print: when the reader goes away (`| head`), end
         // quietly as other Unix tools do, instead of failing on every line.
         // `run` keeps SIGPIPE ignored so that a closed stdout does not kill a
@@ -113,6 +122,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => args.execute().map(|()| None),
         Command::Agent(args) => args.execute().map(|()| None),
         Command::Identity(args) => args.execute().map(|()| None),
+        Command::BenchRemote(args) => args.execute().map(|()| None),
     };
     match result {
         Ok(None) => ExitCode::SUCCESS,

@@ -23,7 +23,7 @@ use baton_proto::{
     Action, Event as ProtoEvent, ExecutorEvent, LinkEvent, LocalConfig, LocalStub, Outcome, Side,
     StateRef, Time,
 };
-use baton_task::wasi::Preopen;
+use baton_task::wasi::{OutStream, Preopen};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -36,6 +36,9 @@ use crate::worker::{Cmd, Done, Worker};
 
 /// How often `point` events are written at most.
 const POINT_EVENT_EVERY: Duration = Duration::from_millis(100);
+
+/// Output writes in order: what a task printed while it was created.
+pub type Writes = Vec<(OutStream, Vec<u8>)>;
 
 /// A task that failed on either side, with the exit status it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,10 @@ pub struct RemoteRun<'a> {
     /// Collect the task's output here instead of writing it to the console
     /// (`baton demo`), as framed by [`OutputFrames`].
     pub capture: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
+    /// What the task printed while it was created, written once the agent
+    /// is known to be the pinned one (or unreachable): a refused identity
+    /// leaves stdout empty.
+    pub init_output: Writes,
 }
 
 /// What the status line shows.
@@ -129,7 +136,21 @@ impl RemoteRun<'_> {
             preopens,
             module,
             capture,
+            init_output,
         } = self;
+        let mut init_output = Some(init_output);
+        let write_out = |stream: OutStream, bytes: &[u8]| match &capture {
+            Some(c) => {
+                let mut v = c.lock().unwrap_or_else(|p| p.into_inner());
+                OutputFrames::push(&mut v, stream, bytes);
+            }
+            None => console.write(stream, bytes),
+        };
+        let flush_init = |init: &mut Option<Writes>| {
+            for (stream, bytes) in init.take().unwrap_or_default() {
+                write_out(stream, &bytes);
+            }
+        };
         let origin = Instant::now();
         let now = || Time::from_nanos(origin.elapsed().as_nanos() as u64);
         let bind: SocketAddr = if agent.is_ipv6() {
@@ -182,18 +203,16 @@ impl RemoteRun<'_> {
                         req,
                         module: module_digest,
                     }),
-                    Action::Deliver(chunk) => match &capture {
-                        Some(c) => c
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .extend_from_slice(chunk.bytes.as_bytes()),
-                        None => {
-                            for (stream, bytes) in OutputFrames::parse(chunk.bytes.as_bytes()) {
-                                console.write(stream, bytes);
-                            }
+                    Action::Deliver(chunk) => {
+                        flush_init(&mut init_output);
+                        for (stream, bytes) in OutputFrames::parse(chunk.bytes.as_bytes()) {
+                            write_out(stream, bytes);
                         }
-                    },
-                    Action::Finish { state, outcome } => finish = Some((state, outcome)),
+                    }
+                    Action::Finish { state, outcome } => {
+                        flush_init(&mut init_output);
+                        finish = Some((state, outcome));
+                    }
                 }
             }
             // 2. Messages.
@@ -204,8 +223,26 @@ impl RemoteRun<'_> {
                 }
             }
             // 3. Events.
+            let mut refused = None;
             while let Some(e) = stub.poll_event() {
+                if let ProtoEvent::PeerError { text, .. } = &e {
+                    refused = Some(text.clone());
+                }
                 log_event(events, &mut status, &mut last_point_event, e)?;
+            }
+            if let (Some(text), true) = (refused, dialing) {
+                // The agent will not (or can no longer) hold this task:
+                // stop asking and let the stub carry on here.
+                console.line(&format!(
+                    "baton: warning: agent {agent} refused the task: {text}; it runs here"
+                ));
+                dialer.abort();
+                dialing = false;
+                if link.take().is_some() {
+                    status.link_up = false;
+                    stub.handle_link(now(), LinkEvent::Lost);
+                }
+                continue;
             }
             if let Some((state, outcome)) = finish {
                 let on = status.finished_on.unwrap_or(Side::Local);
@@ -249,6 +286,7 @@ impl RemoteRun<'_> {
                         status.rtt = Some(outbox.conn().rtt());
                         link = Some((n, outbox));
                         warned_unreachable = false;
+                        flush_init(&mut init_output);
                         tracing::info!(agent = %addr, "connected");
                         events.emit(Event::Link { state: "up".into(), agent: agent_text.clone(), reason: None })?;
                         stub.handle_link(now(), LinkEvent::Connected);
@@ -257,7 +295,7 @@ impl RemoteRun<'_> {
                         if let Some((current, outbox)) = &link {
                             if *current == n {
                                 status.rtt = Some(outbox.conn().rtt());
-                                stub.handle_message(now(), message);
+                                stub.handle_message(now(), *message);
                             }
                         }
                     }
@@ -271,6 +309,7 @@ impl RemoteRun<'_> {
                         }
                     }
                     Some(LinkNews::Unreachable(error)) => {
+                        flush_init(&mut init_output);
                         if !warned_unreachable {
                             warned_unreachable = true;
                             console.line(&format!(

@@ -70,31 +70,41 @@ fn config(name: &str, args: &[String], seed: u64) -> TaskConfig {
     c
 }
 
-/// One part of the demo.
-struct Part {
-    title: &'static str,
-    module: &'static [u8],
-    name: &'static str,
-    args: Vec<String>,
-    migrate: Migrate,
-    responsible: Responsible,
-    mode: ModeChoice,
+/// One part of the demo (or one benchmark run).
+pub(crate) struct Part {
+    pub(crate) title: &'static str,
+    pub(crate) module: &'static [u8],
+    pub(crate) name: &'static str,
+    pub(crate) args: Vec<String>,
+    pub(crate) migrate: Migrate,
+    pub(crate) responsible: Responsible,
+    pub(crate) mode: ModeChoice,
     /// Cut the link once the agent has reached this point.
-    cut_at_remote_point: Option<u64>,
+    pub(crate) cut_at_remote_point: Option<u64>,
     /// Heal this long after the cut (never if `None`).
-    heal_after: Option<Duration>,
+    pub(crate) heal_after: Option<Duration>,
+    /// The protocol's disconnect-after.
+    pub(crate) disconnect_after: Duration,
+    /// Send state ahead while the task runs here.
+    pub(crate) precopy: bool,
+    /// Print the timeline as it happens.
+    pub(crate) verbose: bool,
+    /// Connect through the relay (needed to cut the link; it forwards
+    /// datagrams in user space, which slows bulk transfers down).
+    pub(crate) via_relay: bool,
 }
 
-/// What happened during a part, for its summary.
+/// What happened during a part, for its summary (times in seconds since
+/// the start of the run).
 #[derive(Default)]
-struct Timeline {
-    cut_at: Option<f64>,
-    healed_at: Option<f64>,
-    detected_at: Option<f64>,
-    resumed_at: Option<f64>,
-    downtime_ms: Option<f64>,
-    local_points: u64,
-    remote_points: u64,
+pub(crate) struct Timeline {
+    pub(crate) cut_at: Option<f64>,
+    pub(crate) healed_at: Option<f64>,
+    pub(crate) detected_at: Option<f64>,
+    pub(crate) resumed_at: Option<f64>,
+    pub(crate) downtime_ms: Option<f64>,
+    pub(crate) local_points: u64,
+    pub(crate) remote_points: u64,
     /// The newest point seen, for attributing steps to sides.
     last_point: u64,
     finished_on: Option<String>,
@@ -116,6 +126,85 @@ impl Timeline {
 
 const DISCONNECT_AFTER: Duration = Duration::from_millis(1000);
 
+/// An agent and the relay in front of it, on their own runtime (their own
+/// threads), so that they are scheduled apart from the client as on
+/// another machine.
+pub(crate) struct Lab {
+    rt: tokio::runtime::Runtime,
+    /// The agent.
+    pub(crate) agent: agent::RunningAgent,
+    /// The link to it.
+    pub(crate) relay: Relay,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Starts an agent (admitting any client, one worker) and its relay.
+    ///
+    /// # Errors
+    ///
+    /// No runtime, scratch directory or socket.
+    pub(crate) fn start() -> Result<Lab> {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-demo-")
+            .tempdir()
+            .context("cannot make a temporary directory")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("agent")
+            .enable_all()
+            .build()
+            .context("cannot start the agent's runtime")?;
+        let data_dir = dir.path().join("agent");
+        let (agent, relay) = rt.block_on(async {
+            let agent = agent::start(AgentOptions {
+                listen: "127.0.0.1:0".parse()?,
+                data_dir,
+                policy: ClientPolicy::AllowAny,
+                workers: 1,
+                limits: AgentLimits::default(),
+                idle_timeout: Duration::from_secs(60),
+            })?;
+            let relay = Relay::start(agent.addr).context("cannot start the relay")?;
+            Ok::<_, anyhow::Error>((agent, relay))
+        })?;
+        Ok(Lab {
+            rt,
+            agent,
+            relay,
+            _dir: dir,
+        })
+    }
+
+    /// Stops the agent (call outside any runtime).
+    pub(crate) fn stop(self) {
+        let Lab {
+            rt, agent, relay, ..
+        } = self;
+        let left = rt.block_on(agent.shutdown(Duration::from_secs(2)));
+        relay.stop();
+        if left > 0 {
+            tracing::debug!(left, "tasks left on the demo agent");
+        }
+    }
+}
+
+/// How one run went.
+pub(crate) struct RunResult {
+    /// Its timeline.
+    pub(crate) timeline: Timeline,
+    /// Whole run, in seconds.
+    pub(crate) total: f64,
+    /// The uninterrupted local run, in milliseconds.
+    pub(crate) reference_ms: f64,
+    /// Output and status equal the uninterrupted run's.
+    pub(crate) same: bool,
+    /// The output, for showing.
+    pub(crate) output: Vec<u8>,
+    /// The exit status.
+    pub(crate) status: i32,
+}
+
 impl DemoArgs {
     /// Runs the demo.
     ///
@@ -123,39 +212,29 @@ impl DemoArgs {
     ///
     /// Only if baton itself is broken: the demo's checks failing is an error.
     pub fn execute(self) -> Result<()> {
+        println!("baton demo: a task moves to another machine, survives a cut link, and comes back with the right answer\n");
+        let lab = Lab::start()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        rt.block_on(self.run())
+        let result = rt.block_on(self.run(&lab));
+        lab.stop();
+        result
     }
 
-    async fn run(self) -> Result<()> {
+    async fn run(self, lab: &Lab) -> Result<()> {
         let k = u64::from(self.faster.max(1));
-        println!("baton demo: a task moves to another machine, survives a cut link, and comes back with the right answer\n");
-        let dir = tempfile::Builder::new()
-            .prefix("baton-demo-")
-            .tempdir()
-            .context("cannot make a temporary directory")?;
-        let agent = agent::start(AgentOptions {
-            listen: "127.0.0.1:0".parse()?,
-            data_dir: dir.path().join("agent"),
-            policy: ClientPolicy::AllowAny,
-            workers: 1,
-            limits: AgentLimits::default(),
-            idle_timeout: Duration::from_secs(60),
-        })?;
-        let relay = Relay::start(agent.addr).context("cannot start the relay")?;
         println!(
             "  agent  {}  in this process, standing in for a remote machine ({})",
-            agent.addr,
-            short_fp(&agent.fingerprint.to_string())
+            lab.agent.addr,
+            short_fp(&lab.agent.fingerprint.to_string())
         );
         println!(
             "  link   {} → {}  a UDP relay the demo cuts and heals\n",
-            relay.client_side_addr(),
-            agent.addr
+            lab.relay.client_side_addr(),
+            lab.agent.addr
         );
         let engine = Engine::with_step_limits(false)?;
         let parts = [
@@ -169,6 +248,10 @@ impl DemoArgs {
                 mode: ModeChoice::Auto,
                 cut_at_remote_point: Some(60),
                 heal_after: Some(Duration::from_millis(1500)),
+                disconnect_after: DISCONNECT_AFTER,
+                precopy: true,
+                verbose: true,
+                via_relay: true,
             },
             Part {
                 title: "this machine is responsible, sync mode: the link dies for good, the task comes back here",
@@ -180,9 +263,13 @@ impl DemoArgs {
                 mode: ModeChoice::Sync,
                 cut_at_remote_point: Some(100),
                 heal_after: None,
+                disconnect_after: DISCONNECT_AFTER,
+                precopy: true,
+                verbose: true,
+                via_relay: true,
             },
             Part {
-                title: "48 MiB of state migrates at point 20 with pre-copy: only the last delta goes at the switch",
+                title: "48 MiB of state migrates at point 20 with pre-copy (straight to the agent, no relay): only the last delta goes at the switch",
                 module: BIGSTATE,
                 name: "bigstate.wasm",
                 args: vec!["48".into(), (400 / k).max(40).to_string(), "256".into()],
@@ -191,18 +278,16 @@ impl DemoArgs {
                 mode: ModeChoice::Auto,
                 cut_at_remote_point: None,
                 heal_after: None,
+                disconnect_after: DISCONNECT_AFTER,
+                precopy: true,
+                verbose: true,
+                via_relay: false,
             },
         ];
         let mut all_ok = true;
         for (i, part) in parts.iter().enumerate() {
-            relay.heal();
-            let ok = self.part(i + 1, part, &engine, &agent, &relay).await?;
+            let ok = self.part(i + 1, part, &engine, lab).await?;
             all_ok &= ok;
-        }
-        let left = agent.shutdown(Duration::from_secs(2)).await;
-        relay.stop();
-        if left > 0 {
-            tracing::debug!(left, "tasks left on the demo agent");
         }
         if !all_ok {
             bail!("a part of the demo did not give the uninterrupted run's result: this is a bug in baton");
@@ -214,122 +299,28 @@ impl DemoArgs {
         Ok(())
     }
 
-    async fn part(
-        &self,
-        n: usize,
-        part: &Part,
-        engine: &Engine,
-        agent: &agent::RunningAgent,
-        relay: &Relay,
-    ) -> Result<bool> {
+    async fn part(&self, n: usize, part: &Part, engine: &Engine, lab: &Lab) -> Result<bool> {
         println!(
             "{n}. {} -- {}: {}",
             part.name,
             part.args.join(" "),
             part.title
         );
-        let program = engine
-            .load(part.module)
-            .with_context(|| format!("loading the built-in {} example", part.name))?;
-        let (reference, ref_status, ref_ms) = uninterrupted(engine, &program, part)?;
-
-        // The client side, exactly as `baton run --remote` sets it up.
-        let init = Capture::default();
-        let task = Task::create(
-            engine,
-            &program,
-            config(part.name, &part.args, 7),
-            Box::new(init.clone()),
-        )?;
-        let limits = Limits::default();
-        let clock = ClockMode::Virtual {
-            start_realtime_ns: 0,
-        };
-        let (core, initial) =
-            ExecCore::with_task(engine.clone(), program.clone(), clock, limits, task)?;
-        let mut cfg = LocalConfig::new(
-            TaskId(format!("demo-{n}")),
-            ModuleRef {
-                digest: wire_digest(program.digest()),
-                size: part.module.len() as u64,
-            },
-            Blob::from(part.module),
-        );
-        cfg.timing = Timing::new(DISCONNECT_AFTER, Duration::from_secs(30));
-        cfg.migrate = Arc::new(part.migrate.clone());
-        cfg.responsible = Arc::new(part.responsible.clone());
-        cfg.mode = Arc::new(part.mode.clone());
-        cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
-        let start = Instant::now();
-        let mut events = EventLog::none(start);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        events.observe(tx);
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let console = Console::global().clone();
-        let run = RemoteRun {
-            id: &format!("demo-{n}"),
-            agent: relay.client_side_addr(),
-            fingerprint: agent.fingerprint,
-            identity: Identity::generate(Role::Client)?,
-            net: NetConfig::with_disconnect_after(DISCONNECT_AFTER),
-            config: cfg,
-            core,
-            initial,
-            events: &mut events,
-            console: &console,
-            preopens: &[],
-            module: program.digest().to_string(),
-            capture: Some(output.clone()),
-        };
-        let drive = run.drive_async();
-        tokio::pin!(drive);
-        let mut tl = Timeline::default();
-        let mut heal_at: Option<tokio::time::Instant> = None;
-        let result = loop {
-            let heal = async {
-                match heal_at {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                r = &mut drive => break r,
-                Some((t, ev)) = rx.recv() => on_event(part, relay, &mut tl, &mut heal_at, t, ev),
-                _ = heal => {
-                    heal_at = None;
-                    relay.heal();
-                    tl.healed_at = Some(start.elapsed().as_secs_f64());
-                    line(tl.healed_at.unwrap_or_default(), "link healed");
-                }
-            }
-        };
-        while let Ok((t, ev)) = rx.try_recv() {
-            on_event(part, relay, &mut tl, &mut heal_at, t, ev);
-        }
-        let status = match result? {
-            Ending::Finished(s) => s,
-            Ending::Interrupted(_) => bail!("interrupted"),
-        };
-        let total = start.elapsed().as_secs_f64();
-        let mut got = init.0.lock().map(|v| v.clone()).unwrap_or_default();
-        let framed = output.lock().map(|v| v.clone()).unwrap_or_default();
-        for (_, bytes) in OutputFrames::parse(&framed) {
-            got.extend_from_slice(bytes);
-        }
-        let same = got == reference && status == ref_status;
-        self.summary(part, &tl, total, ref_ms);
+        let r = run_part(n, part, engine, lab).await?;
+        self.summary(part, &r.timeline, r.total, r.reference_ms);
         println!(
-            "   {} output identical to an uninterrupted local run ({}), exit status {status}",
-            if same { "✓" } else { "✗" },
-            human_bytes(got.len() as u64),
+            "   {} output identical to an uninterrupted local run ({}), exit status {}",
+            if r.same { "✓" } else { "✗" },
+            human_bytes(r.output.len() as u64),
+            r.status
         );
-        let text = String::from_utf8_lossy(&got);
+        let text = String::from_utf8_lossy(&r.output);
         let lines: Vec<&str> = text.lines().collect();
         for l in lines.iter().rev().take(2).rev() {
             println!("     │ {l}");
         }
         println!();
-        Ok(same)
+        Ok(r.same)
     }
 
     fn summary(&self, part: &Part, tl: &Timeline, total: f64, ref_ms: f64) {
@@ -347,7 +338,7 @@ impl DemoArgs {
             costs.push(format!(
                 "cut noticed after {:.0} ms (disconnect-after {} ms)",
                 (d - c) * 1000.0,
-                DISCONNECT_AFTER.as_millis()
+                part.disconnect_after.as_millis()
             ));
         }
         if let (Some(c), Some(r)) = (tl.cut_at, tl.resumed_at) {
@@ -367,8 +358,138 @@ impl DemoArgs {
     }
 }
 
+/// Runs one part through the real client against `agent` behind `relay`,
+/// cutting and healing the link as the part says.
+///
+/// # Errors
+///
+/// The task cannot be created or the run fails.
+pub(crate) async fn run_part(
+    n: usize,
+    part: &Part,
+    engine: &Engine,
+    lab: &Lab,
+) -> Result<RunResult> {
+    let relay = &lab.relay;
+    relay.heal();
+    let program = engine
+        .load(part.module)
+        .with_context(|| format!("loading the built-in {} example", part.name))?;
+    let (reference, ref_status, ref_ms) = uninterrupted(engine, &program, part)?;
+    // The client side, exactly as `baton run --remote` sets it up.
+    let init = Capture::default();
+    let task = Task::create(
+        engine,
+        &program,
+        config(part.name, &part.args, 7),
+        Box::new(init.clone()),
+    )?;
+    let limits = Limits::default();
+    let clock = ClockMode::Virtual {
+        start_realtime_ns: 0,
+    };
+    let (core, initial) =
+        ExecCore::with_task(engine.clone(), program.clone(), clock, limits, task)?;
+    let mut cfg = LocalConfig::new(
+        TaskId(format!("demo-{n}")),
+        ModuleRef {
+            digest: wire_digest(program.digest()),
+            size: part.module.len() as u64,
+        },
+        Blob::from(part.module),
+    );
+    cfg.timing = Timing::new(part.disconnect_after, Duration::from_secs(30));
+    cfg.precopy = part.precopy;
+    cfg.migrate = Arc::new(part.migrate.clone());
+    cfg.responsible = Arc::new(part.responsible.clone());
+    cfg.mode = Arc::new(part.mode);
+    cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
+    let start = Instant::now();
+    let mut events = EventLog::none(start);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    events.observe(tx);
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let console = Console::global().clone();
+    let run = RemoteRun {
+        id: &format!("demo-{n}"),
+        agent: if part.via_relay {
+            relay.client_side_addr()
+        } else {
+            lab.agent.addr
+        },
+        fingerprint: lab.agent.fingerprint,
+        identity: Identity::generate(Role::Client)?,
+        net: NetConfig::with_disconnect_after(part.disconnect_after),
+        config: cfg,
+        core,
+        initial,
+        events: &mut events,
+        console: &console,
+        preopens: &[],
+        module: program.digest().to_string(),
+        capture: Some(output.clone()),
+        init_output: init
+            .0
+            .lock()
+            .map(|v| vec![(OutStream::Stdout, v.clone())])
+            .unwrap_or_default(),
+    };
+    let drive = run.drive_async();
+    tokio::pin!(drive);
+    let mut tl = Timeline::default();
+    let mut heal_at: Option<tokio::time::Instant> = None;
+    let result = loop {
+        let heal = async {
+            match heal_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut drive => break r,
+            Some((t, ev)) = rx.recv() => on_event(part, relay, &mut tl, &mut heal_at, t, ev),
+            _ = heal => {
+                heal_at = None;
+                relay.heal();
+                tl.healed_at = Some(start.elapsed().as_secs_f64());
+                if part.verbose {
+                    line(tl.healed_at.unwrap_or_default(), "link healed");
+                }
+            }
+        }
+    };
+    while let Ok((t, ev)) = rx.try_recv() {
+        on_event(part, relay, &mut tl, &mut heal_at, t, ev);
+    }
+    let status = match result? {
+        Ending::Finished(s) => s,
+        Ending::Interrupted(_) => bail!("interrupted"),
+    };
+    let total = start.elapsed().as_secs_f64();
+    let mut got = Vec::new();
+    let framed = output.lock().map(|v| v.clone()).unwrap_or_default();
+    for (_, bytes) in OutputFrames::parse(&framed) {
+        got.extend_from_slice(bytes);
+    }
+    Ok(RunResult {
+        timeline: tl,
+        total,
+        reference_ms: ref_ms,
+        same: got == reference && status == ref_status,
+        output: got,
+        status,
+    })
+}
+
 fn line(t: f64, text: &str) {
     println!("   {t:6.2} s  {text}");
+}
+
+/// Prints a timeline line if the part is verbose.
+fn say(part: &Part, t: f64, text: &str) {
+    if part.verbose {
+        line(t, text);
+    }
 }
 
 /// Follows the run's events: prints the timeline and cuts the link.
@@ -394,7 +515,7 @@ fn on_event(
                         } else {
                             "for good"
                         };
-                        line(t, &format!("✂ link cut {what}, the agent at point {n}"));
+                        say(part, t, &format!("✂ link cut {what}, the agent at point {n}"));
                         if let Some(d) = part.heal_after {
                             *heal_at = Some(tokio::time::Instant::now() + d);
                         }
@@ -409,7 +530,8 @@ fn on_event(
             downtime_ms,
         } => {
             tl.downtime_ms = Some(downtime_ms);
-            line(
+            say(
+                part,
                 t,
                 &format!("migrated {from} → {to} at point {point}, downtime {downtime_ms:.1} ms"),
             );
@@ -421,7 +543,8 @@ fn on_event(
             epoch,
             takeover,
             ..
-        } => line(
+        } => say(
+            part,
             t,
             &format!(
                 "agreed (epoch {epoch}): {executor} executes, {holder} responsible, {mode} state sync{}",
@@ -430,9 +553,10 @@ fn on_event(
         ),
         Event::Disconnected { point, lag, .. } => {
             tl.detected_at = Some(t);
-            line(
+            say(
+                part,
                 t,
-                &format!("disconnected (nothing heard for {} ms), last known point {point}, lag {lag}", DISCONNECT_AFTER.as_millis()),
+                &format!("disconnected (nothing heard for {} ms), last known point {point}, lag {lag}", part.disconnect_after.as_millis()),
             );
         }
         Event::Resumed {
@@ -443,7 +567,8 @@ fn on_event(
             if at == "local" {
                 tl.resumed_at = Some(t);
             }
-            line(
+            say(
+                part,
                 t,
                 &format!("{at} side continues from point {point}, {lost_steps} step(s) to redo"),
             );
@@ -452,27 +577,26 @@ fn on_event(
             point_local,
             point_remote,
             winner,
-        } => {
-            if tl.cut_at.is_some() {
-                line(
-                    t,
-                    &format!(
-                        "reconnected: here at point {}, agent at point {}; the {winner} state wins",
-                        point_local.unwrap_or(0),
-                        point_remote.map_or("-".to_string(), |p| p.to_string())
-                    ),
-                );
-            }
+        } if tl.cut_at.is_some() => {
+            say(
+                part,
+                t,
+                &format!(
+                    "reconnected: here at point {}, agent at point {}; the {winner} state wins",
+                    point_local.unwrap_or(0),
+                    point_remote.map_or("-".to_string(), |p| p.to_string())
+                ),
+            );
         }
         Event::Finished {
             points, at, exit_status, ..
         } => {
             tl.count(points, &at);
             tl.finished_on = Some(at.clone());
-            line(t, &format!("finished on the {at} side at point {points}, exit status {exit_status}"));
+            say(part, t, &format!("finished on the {at} side at point {points}, exit status {exit_status}"));
         }
         Event::Link { state, .. } if state == "up" && tl.cut_at.is_none() => {
-            line(t, "connected to the agent");
+            say(part, t, "connected to the agent");
         }
         _ => {}
     }

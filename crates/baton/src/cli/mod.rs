@@ -2,6 +2,7 @@
 //! `execute()`. Parsing only; exit statuses are decided in `main`.
 
 pub mod agent;
+pub mod bench;
 pub mod demo;
 pub mod identity;
 pub mod inspect;

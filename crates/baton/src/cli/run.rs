@@ -188,7 +188,7 @@ impl RunArgs {
         tracing::info!(task = %id, module = %program.digest(), "creating task");
         if let Some(target) = remote {
             // What `_initialize` prints is delivered here, once, before point 0.
-            let init: Arc<std::sync::Mutex<Vec<(OutStream, Vec<u8>)>>> = Arc::default();
+            let init: Arc<std::sync::Mutex<crate::remote_run::Writes>> = Arc::default();
             let sink = {
                 let init = init.clone();
                 Box::new(move |s: OutStream, b: &[u8]| {
@@ -198,9 +198,7 @@ impl RunArgs {
                 })
             };
             let task = Task::create(&engine, &program, config, sink)?;
-            for (stream, bytes) in init.lock().map(|v| v.clone()).unwrap_or_default() {
-                console.write(stream, &bytes);
-            }
+            let init_output = init.lock().map(|v| v.clone()).unwrap_or_default();
             let (core, initial) =
                 ExecCore::with_task(engine, program.clone(), clock, limits, task)?;
             let mut cfg = LocalConfig::new(
@@ -234,6 +232,7 @@ impl RunArgs {
                 preopens: &preopens,
                 module: program.digest().to_string(),
                 capture: None,
+                init_output,
             }
             .drive()?;
             if let Ending::Interrupted(point) = ending {
@@ -313,8 +312,14 @@ impl RemoteTarget {
                 let fp: Fingerprint = text.parse()?;
                 if known.get(addr) != Some(fp) {
                     known.insert(addr, fp);
-                    if let Err(e) = known.save(&known_path) {
-                        tracing::warn!(error = %e, "cannot remember the agent's fingerprint");
+                    let saved = std::fs::create_dir_all(config_dir())
+                        .map_err(anyhow::Error::from)
+                        .and_then(|()| known.save(&known_path).map_err(anyhow::Error::from));
+                    if let Err(e) = saved {
+                        Console::global().line(&format!(
+                            "baton: warning: cannot remember the agent's fingerprint in {}: {e:#}",
+                            known_path.display()
+                        ));
                     }
                 }
                 fp

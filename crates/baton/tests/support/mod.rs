@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod remote;
+
 /// Longest any single baton process may run in these tests.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 

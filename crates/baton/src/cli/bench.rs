@@ -1,0 +1,198 @@
+//! `baton bench-remote` (hidden): the remote benchmarks of BENCHMARKS.md.
+//!
+//! Owns the benchmark scenarios only; each run goes through the demo's
+//! runner ([`crate::cli::demo::run_part`]): the real client code against an
+//! in-process agent behind the fault-injecting relay, on loopback. It
+//! measures, side by side in one process:
+//!
+//! 1. migration downtime vs state size (1, 64, 256 MiB) with and without
+//!    pre-copy (the `migrated` event's `downtime_ms`);
+//! 2. time from a link cut to the responsible local side executing again,
+//!    for several `--disconnect-after` values;
+//! 3. total run time: local vs remote in sync mode vs remote in async mode.
+//!
+//! Every run is also checked byte for byte against a local run.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use baton_proto::policy::{Migrate, ModeChoice, Responsible};
+use baton_task::Engine;
+use clap::Args;
+
+use crate::cli::demo::{run_part, Lab, Part, RunResult};
+
+const PI: &[u8] = include_bytes!("../../../../examples/pi.wasm");
+const NBODY: &[u8] = include_bytes!("../../../../examples/nbody.wasm");
+const BIGSTATE: &[u8] = include_bytes!("../../../../examples/bigstate.wasm");
+
+/// Options of `baton bench-remote`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Runs per configuration (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+fn part(module: &'static [u8], name: &'static str, args: &[&str]) -> Part {
+    Part {
+        title: "",
+        module,
+        name,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        migrate: Migrate::Start,
+        responsible: Responsible::Remote,
+        mode: ModeChoice::Auto,
+        cut_at_remote_point: None,
+        heal_after: None,
+        disconnect_after: Duration::from_secs(1),
+        precopy: true,
+        verbose: false,
+        // Straight to the agent: the relay forwards in user space and would
+        // measure itself.
+        via_relay: false,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+impl BenchArgs {
+    /// Runs the benchmarks and prints a table per benchmark.
+    ///
+    /// # Errors
+    ///
+    /// A run fails or gives a wrong result.
+    pub fn execute(self) -> Result<()> {
+        let lab = Lab::start()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let result = rt.block_on(self.run(&lab));
+        lab.stop();
+        result
+    }
+
+    async fn run(self, lab: &Lab) -> Result<()> {
+        let engine = Engine::with_step_limits(false)?;
+        let runs = self.runs.max(1);
+        let mut n = 0;
+        let mut go = |p: Part| {
+            n += 1;
+            let engine = &engine;
+            async move {
+                let r: RunResult = run_part(n, &p, engine, lab).await?;
+                if !r.same {
+                    bail!(
+                        "{} {}: output differs from a local run",
+                        p.name,
+                        p.args.join(" ")
+                    );
+                }
+                Ok::<_, anyhow::Error>(r)
+            }
+        };
+
+        println!("1. migration downtime (bigstate, 64 KiB changed per step; the switch comes at point N, after about a second of running here), median of {runs}");
+        println!(
+            "   {:>9}  {:>5}  {:>14}  {:>14}",
+            "state", "N", "pre-copy", "no pre-copy"
+        );
+        for (mib, at) in [("1", 400u64), ("64", 150), ("256", 120)] {
+            let mut cols = Vec::new();
+            for precopy in [true, false] {
+                let mut v = Vec::new();
+                for _ in 0..runs {
+                    let steps = (at + 10).to_string();
+                    let mut p = part(BIGSTATE, "bigstate.wasm", &[mib, &steps, "64"]);
+                    p.migrate = Migrate::AtPoint(baton_proto::Point(at));
+                    p.precopy = precopy;
+                    // A remote responsible side would be sent the state
+                    // all along anyway; this measures pre-copy itself.
+                    p.responsible = Responsible::Local;
+                    let r = go(p).await?;
+                    v.push(r.timeline.downtime_ms.unwrap_or(f64::NAN));
+                }
+                cols.push(median(v));
+            }
+            println!(
+                "   {:>5} MiB  {:>5}  {:>11.1} ms  {:>11.1} ms",
+                mib, at, cols[0], cols[1]
+            );
+        }
+
+        println!("\n2. link cut → the responsible local side executing again (sync mode), median of {runs}");
+        println!(
+            "   {:>16}  {:>12}  {:>14}",
+            "disconnect-after", "failover", "beyond budget"
+        );
+        for ms in [250u64, 500, 1000] {
+            let mut v = Vec::new();
+            for _ in 0..runs {
+                let mut p = part(PI, "pi.wasm", &["400", "400000"]);
+                p.responsible = Responsible::Local;
+                p.mode = ModeChoice::Sync;
+                p.cut_at_remote_point = Some(20);
+                p.via_relay = true;
+                p.disconnect_after = Duration::from_millis(ms);
+                let r = go(p).await?;
+                let tl = &r.timeline;
+                match (tl.cut_at, tl.resumed_at) {
+                    (Some(c), Some(s)) => v.push((s - c) * 1000.0),
+                    _ => bail!("no failover seen with disconnect-after {ms} ms"),
+                }
+            }
+            let m = median(v);
+            println!(
+                "   {:>13} ms  {:>9.0} ms  {:>+11.0} ms",
+                ms,
+                m,
+                m - ms as f64
+            );
+        }
+
+        println!("\n3. total run time, median of {runs} (local = the same steps in-process, no protocol)");
+        println!(
+            "   {:<28}  {:>9}  {:>12}  {:>12}",
+            "task", "local", "remote sync", "remote async"
+        );
+        for (module, name, args) in [
+            (NBODY, "nbody.wasm", ["100", "100000"]),
+            (BIGSTATE, "bigstate.wasm", ["48", "100"]),
+        ] {
+            let mut local = Vec::new();
+            let mut cols = Vec::new();
+            for mode in [ModeChoice::Sync, ModeChoice::Async] {
+                let mut v = Vec::new();
+                for _ in 0..runs {
+                    let mut p = part(module, name, &args);
+                    p.mode = mode;
+                    p.responsible = if mode == ModeChoice::Sync {
+                        Responsible::Local
+                    } else {
+                        Responsible::Remote
+                    };
+                    let r = go(p).await?;
+                    v.push(r.total);
+                    local.push(r.reference_ms / 1000.0);
+                }
+                cols.push(median(v));
+            }
+            let l = median(local);
+            println!(
+                "   {:<28}  {:>7.2} s  {:>7.2} s ×{:.2}  {:>7.2} s ×{:.2}",
+                format!("{name} {}", args.join(" ")),
+                l,
+                cols[0],
+                cols[0] / l,
+                cols[1],
+                cols[1] / l
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,785 @@
+//! End-to-end tests of `baton run --remote` and `baton agent`: a real agent
+//! process on loopback, a real client process, and (where a fault must be
+//! injected) baton-net's UDP relay between them. Every run's stdout must be
+//! byte-identical to an uninterrupted local run of the same module and
+//! arguments, whatever happened to the link.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::thread::sleep;
+use std::time::Duration;
+
+use baton_net::relay::Relay;
+use baton_net::{Client, Fingerprint, Identity, NetConfig, Role};
+use serde_json::Value;
+use support::remote::*;
+use support::*;
+
+const EXIT_ERROR: i32 = 125;
+
+/// A step task that runs about 3 s locally (10 ms a step), so a fault
+/// lands mid-run.
+const LONG: (&str, &[&str]) = ("nbody.wasm", &["300", "100000"]);
+
+/// A quick task.
+const SMALL: (&str, &[&str]) = ("pi.wasm", &[]);
+
+/// A task with 48 MiB of state.
+const BIG: (&str, &[&str]) = ("bigstate.wasm", &["48", "100", "256"]);
+
+/// Bound on waiting for any one event of a run.
+const EVENT_WAIT: Duration = Duration::from_secs(30);
+
+/// A task with 48 MiB of state, 512 KiB of it changed in each of 400
+/// steps: shipping its states back takes longer than computing them, so
+/// in async mode the local copy lags.
+const ASYNC_BIG: (&str, &[&str]) = ("bigstate.wasm", &["48", "400", "512"]);
+
+/// A fingerprint no agent has.
+const MADE_UP_FP: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn is(e: &Value, name: &str) -> bool {
+    e["event"] == name
+}
+
+/// A `point` event reached on `at` with number at least `n`.
+fn point_at(e: &Value, at: &str, n: u64) -> bool {
+    is(e, "point") && e["where"] == at && e["n"].as_u64().is_some_and(|p| p >= n)
+}
+
+fn migrated_to(e: &Value, to: &str) -> bool {
+    is(e, "migrated") && e["to"] == to
+}
+
+/// Index of the first event satisfying `pred`.
+fn index_of(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<usize> {
+    events.iter().position(pred)
+}
+
+/// Asserts a clean finish: status 0, output identical to the local run.
+#[track_caller]
+fn assert_clean(o: &Output, (module, args): (&str, &[&str])) {
+    o.assert_code(0);
+    assert_same_output(o, module, args);
+    assert!(
+        !o.stderr.contains("baton: error"),
+        "an error on stderr of a clean run:\n{}",
+        o.stderr
+    );
+}
+
+/// Runs `task` on a fresh agent with `--migrate start` to the end and
+/// checks the migration at point 0 and the finish on the agent.
+fn migrate_at_start((module, args): (&str, &[&str])) {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let o = run(home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--migrate", "start"],
+        module,
+        args,
+    ));
+    assert_clean(&o, (module, args));
+    let events = read_events(&ev);
+    let m = only_event(&events, "migrated");
+    assert_eq!(m["from"], "local", "{}", pretty(&events));
+    assert_eq!(m["to"], "remote", "{}", pretty(&events));
+    assert_eq!(m["point"], 0, "{}", pretty(&events));
+    assert_finished(&events, "remote");
+    assert!(
+        named(&events, "point")
+            .iter()
+            .all(|p| p["where"] == "remote"),
+        "a point executed locally although the task migrated at start:\n{}",
+        pretty(&events)
+    );
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 1–2. migration
+// ---------------------------------------------------------------------------
+
+#[test]
+fn migrate_at_start_small_task() {
+    migrate_at_start(SMALL);
+}
+
+#[test]
+fn migrate_at_start_big_task() {
+    migrate_at_start(BIG);
+}
+
+#[test]
+fn migrate_at_a_later_point() {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let o = run(home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--migrate", "point:50"],
+        LONG.0,
+        LONG.1,
+    ));
+    assert_clean(&o, LONG);
+    let events = read_events(&ev);
+    let m = only_event(&events, "migrated");
+    assert_eq!(m["from"], "local", "{}", pretty(&events));
+    assert_eq!(m["to"], "remote", "{}", pretty(&events));
+    assert_eq!(m["point"], 50, "{}", pretty(&events));
+    assert_finished(&events, "remote");
+    for p in named(&events, "point") {
+        let n = p["n"].as_u64().expect("n");
+        let want = if n <= 50 { "local" } else { "remote" };
+        assert_eq!(
+            p["where"],
+            want,
+            "point {n} executed on the wrong side:\n{}",
+            pretty(&events)
+        );
+    }
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 3–6. link cuts, agent crash
+// ---------------------------------------------------------------------------
+
+#[test]
+fn local_responsible_sync_link_cut_for_good_finishes_locally_losing_nothing() {
+    let rt = runtime();
+    let agent = TestAgent::start();
+    let relay = {
+        let _g = rt.enter();
+        Relay::start(agent.addr).expect("relay")
+    };
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &relay.client_side_addr().to_string(),
+        &agent.fingerprint,
+        &ev,
+        &[
+            "--responsible",
+            "local",
+            "--mode",
+            "sync",
+            "--disconnect-after",
+            "500ms",
+        ],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("migration to the agent", EVENT_WAIT, |e| {
+        migrated_to(e, "remote")
+    });
+    r.wait_event("a remote point >= 30", EVENT_WAIT, |e| {
+        point_at(e, "remote", 30)
+    });
+    relay.cut();
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, LONG);
+    assert_finished(&events, "local");
+    let resumed = only_event(&events, "resumed");
+    assert_eq!(resumed["where"], "local", "{}", pretty(&events));
+    assert_eq!(resumed["lost_steps"], 0, "{}", pretty(&events));
+    let d = first(&events, "disconnected");
+    assert_eq!(d["holder"], "local", "{}", pretty(&events));
+    assert_eq!(d["lag"], 0, "sync mode lags nothing:\n{}", pretty(&events));
+    assert_eq!(
+        resumed["point"],
+        d["point"],
+        "the local side must resume from the newest point:\n{}",
+        pretty(&events)
+    );
+    assert!(
+        named(&events, "link").iter().any(|l| l["state"] == "down"),
+        "no `link` down event:\n{}",
+        pretty(&events)
+    );
+    agent.stop();
+}
+
+#[test]
+fn remote_responsible_short_cut_keeps_the_task_remote() {
+    let rt = runtime();
+    let agent = TestAgent::start();
+    let relay = {
+        let _g = rt.enter();
+        Relay::start(agent.addr).expect("relay")
+    };
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &relay.client_side_addr().to_string(),
+        &agent.fingerprint,
+        &ev,
+        &[
+            "--responsible",
+            "remote",
+            "--disconnect-after",
+            "500ms",
+            "--takeover-after",
+            "30s",
+        ],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("migration to the agent", EVENT_WAIT, |e| {
+        migrated_to(e, "remote")
+    });
+    r.wait_event("a remote point >= 20", EVENT_WAIT, |e| {
+        point_at(e, "remote", 20)
+    });
+    relay.cut();
+    sleep(Duration::from_millis(1500));
+    relay.heal();
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, LONG);
+    assert_finished(&events, "remote");
+    assert!(
+        named(&events, "resumed")
+            .iter()
+            .all(|e| e["where"] != "local"),
+        "the local side executed although the agent is responsible:\n{}",
+        pretty(&events)
+    );
+    let mig = index_of(&events, |e| migrated_to(e, "remote")).expect("migrated");
+    assert!(
+        events[mig..]
+            .iter()
+            .all(|e| !(is(e, "point") && e["where"] == "local")),
+        "a point was executed locally after the migration:\n{}",
+        pretty(&events)
+    );
+    let down = index_of(&events, |e| is(e, "link") && e["state"] == "down")
+        .unwrap_or_else(|| panic!("the cut was not noticed:\n{}", pretty(&events)));
+    assert!(
+        events[down..]
+            .iter()
+            .any(|e| is(e, "reconnected") && e["winner"] == "remote"),
+        "no reconnection with the agent's newer state after the heal:\n{}",
+        pretty(&events)
+    );
+    assert!(
+        named(&events, "responsibility")
+            .iter()
+            .all(|e| e["takeover"] == false),
+        "a takeover within --takeover-after:\n{}",
+        pretty(&events)
+    );
+    agent.stop();
+}
+
+#[test]
+fn remote_responsible_agent_killed_local_takes_over() {
+    let mut agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &[
+            "--responsible",
+            "remote",
+            "--disconnect-after",
+            "500ms",
+            "--takeover-after",
+            "1s",
+        ],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("migration to the agent", EVENT_WAIT, |e| {
+        migrated_to(e, "remote")
+    });
+    r.wait_event("a remote point >= 30", EVENT_WAIT, |e| {
+        point_at(e, "remote", 30)
+    });
+    agent.kill9();
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, LONG);
+    assert_finished(&events, "local");
+    let t = events
+        .iter()
+        .find(|e| is(e, "responsibility") && e["takeover"] == true)
+        .unwrap_or_else(|| panic!("no takeover responsibility event:\n{}", pretty(&events)));
+    assert_eq!(t["holder"], "local", "{}", pretty(&events));
+    assert_eq!(t["executor"], "local", "{}", pretty(&events));
+    let lost = first(&events, "disconnected");
+    let waited = t["t_ms"].as_u64().expect("t_ms") - lost["t_ms"].as_u64().expect("t_ms");
+    assert!(
+        waited >= 900,
+        "the local side took over {waited} ms after the disconnection, before --takeover-after 1s:\n{}",
+        pretty(&events)
+    );
+    let resumed = events
+        .iter()
+        .find(|e| is(e, "resumed") && e["where"] == "local")
+        .unwrap_or_else(|| panic!("no `resumed` where local:\n{}", pretty(&events)));
+    assert!(resumed["lost_steps"].is_u64(), "{resumed}");
+}
+
+#[test]
+fn async_mode_cut_loses_exactly_the_lag() {
+    let rt = runtime();
+    let agent = TestAgent::start();
+    let relay = {
+        let _g = rt.enter();
+        Relay::start(agent.addr).expect("relay")
+    };
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &relay.client_side_addr().to_string(),
+        &agent.fingerprint,
+        &ev,
+        &[
+            "--responsible",
+            "local",
+            "--mode",
+            "async",
+            "--disconnect-after",
+            "500ms",
+        ],
+        ASYNC_BIG.0,
+        ASYNC_BIG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("migration to the agent", EVENT_WAIT, |e| {
+        migrated_to(e, "remote")
+    });
+    r.wait_event("a remote point >= 100", EVENT_WAIT, |e| {
+        point_at(e, "remote", 100)
+    });
+    relay.set_delay(Duration::from_millis(20));
+    r.wait_event("a remote point >= 130", EVENT_WAIT, |e| {
+        point_at(e, "remote", 130)
+    });
+    relay.cut();
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, ASYNC_BIG);
+    assert_finished(&events, "local");
+    let d = first(&events, "disconnected");
+    let resumed = first(&events, "resumed");
+    assert_eq!(resumed["where"], "local", "{}", pretty(&events));
+    assert!(d["lag"].is_u64(), "{d}");
+    assert_eq!(
+        resumed["lost_steps"],
+        d["lag"],
+        "lost_steps must equal the lag at the disconnection:\n{}",
+        pretty(&events)
+    );
+    let lag = d["lag"].as_u64().expect("lag");
+    assert!(
+        lag > 0,
+        "no lag although shipping the state back is slower than computing it:\n{}",
+        pretty(&events)
+    );
+    assert_eq!(
+        resumed["point"].as_u64().expect("point") + lag,
+        d["point"].as_u64().expect("point"),
+        "the local side must resume from the newest point it holds:\n{}",
+        pretty(&events)
+    );
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 7. the client's address changes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn client_address_change_mid_run_is_survived() {
+    let rt = runtime();
+    let agent = TestAgent::start();
+    let relay = {
+        let _g = rt.enter();
+        Relay::start(agent.addr).expect("relay")
+    };
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &relay.client_side_addr().to_string(),
+        &agent.fingerprint,
+        &ev,
+        &[],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("migration to the agent", EVENT_WAIT, |e| {
+        migrated_to(e, "remote")
+    });
+    r.wait_event("a remote point >= 20", EVENT_WAIT, |e| {
+        point_at(e, "remote", 20)
+    });
+    let before = relay.agent_side_addr();
+    let after = relay.rebind_agent_side().expect("rebind");
+    assert_ne!(before, after);
+    let seen = relay.stats();
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, LONG);
+    only_event(&events, "finished");
+    assert!(
+        relay.stats().to_agent.forwarded > seen.to_agent.forwarded,
+        "nothing went to the agent after the rebinding"
+    );
+    assert!(
+        named(&events, "disconnected").is_empty(),
+        "the address change broke the link (QUIC migration should follow it):\n{}",
+        pretty(&events)
+    );
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 8. identities
+// ---------------------------------------------------------------------------
+
+/// Checks a refused run: exit 125, one error line containing all of
+/// `mentions`, no task output.
+#[track_caller]
+fn assert_refused(o: &Output, mentions: &[&str]) {
+    o.assert_code(EXIT_ERROR);
+    let line = o.the_error_line();
+    for m in mentions {
+        assert!(
+            line.to_lowercase().contains(&m.to_lowercase()),
+            "the error line does not mention `{m}`: {line}"
+        );
+    }
+    assert!(
+        o.stdout.is_empty(),
+        "task output on stdout although nothing may run:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
+fn wrong_agent_fingerprint_is_refused() {
+    let agent = TestAgent::start();
+    let other = TestAgent::start();
+    let home = ClientHome::new();
+    for (i, fp) in [MADE_UP_FP, other.fingerprint.as_str()].iter().enumerate() {
+        let ev = home.path(&format!("events{i}.jsonl"));
+        let o = run(home.remote_run(&agent.addr_text(), fp, &ev, &[], LONG.0, LONG.1));
+        assert_refused(&o, &["fingerprint", fp.trim_start_matches("sha256:")]);
+    }
+    other.stop();
+    agent.stop();
+}
+
+/// A client home with two identities made by `baton identity`, and an
+/// authorized-clients file listing only the first.
+fn two_identities(
+    home: &ClientHome,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let allowed_id = home.path("allowed-identity");
+    let other_id = home.path("other-identity");
+    let allowed_fp = home.identity(&allowed_id);
+    let other_fp = home.identity(&other_id);
+    assert_ne!(allowed_fp, other_fp);
+    assert_eq!(
+        home.identity(&allowed_id),
+        allowed_fp,
+        "`baton identity` must keep the identity it made"
+    );
+    let list = home.path("authorized");
+    std::fs::write(&list, format!("# test clients\n{allowed_fp}\n\n")).expect("write list");
+    (allowed_id, other_id, list)
+}
+
+#[test]
+fn unauthorized_client_is_refused() {
+    let home = ClientHome::new();
+    let (_, other_id, list) = two_identities(&home);
+    let agent = TestAgent::start_with(&["--authorized-clients", s(&list)]);
+    let ev = home.path("refused.jsonl");
+    let o = run(home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--identity", s(&other_id)],
+        LONG.0,
+        LONG.1,
+    ));
+    o.assert_code(EXIT_ERROR);
+    let line = o.the_error_line().to_lowercase();
+    assert!(
+        line.contains("refuse")
+            || line.contains("not authorized")
+            || line.contains("unauthorized")
+            || line.contains("not admit"),
+        "the error line does not say the client was refused: {line}"
+    );
+    assert!(
+        named(&read_events(&ev), "migrated").is_empty(),
+        "the task migrated to an agent that refused the client"
+    );
+    assert_refused(&o, &[]);
+    agent.stop();
+}
+
+#[test]
+fn authorized_client_runs() {
+    let home = ClientHome::new();
+    let (allowed_id, _, list) = two_identities(&home);
+    let agent = TestAgent::start_with(&["--authorized-clients", s(&list)]);
+    let ev = home.path("admitted.jsonl");
+    let o = run(home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--identity", s(&allowed_id)],
+        SMALL.0,
+        SMALL.1,
+    ));
+    assert_clean(&o, SMALL);
+    let events = read_events(&ev);
+    assert_eq!(only_event(&events, "migrated")["to"], "remote");
+    assert_finished(&events, "remote");
+    agent.stop();
+}
+
+/// On a machine where the configuration directory does not exist yet, the
+/// first `--agent-fingerprint` must still be remembered: a second run
+/// without it finds the agent in the known-agents file.
+#[test]
+fn agent_fingerprint_is_remembered_on_first_use() {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let fresh = home.path("fresh-config");
+    let ev = home.path("first.jsonl");
+    let mut cmd = baton(["run", "--remote", &agent.addr_text()]);
+    cmd.args(["--agent-fingerprint", &agent.fingerprint])
+        .args(["--events", s(&ev)])
+        .arg(example(SMALL.0))
+        .env("BATON_CONFIG_DIR", &fresh);
+    let o = run(cmd);
+    assert_clean(&o, SMALL);
+    assert!(
+        !o.stderr.contains("WARN") && !o.stderr.contains("warning"),
+        "a warning on the first run with a fresh configuration directory:\n{}",
+        o.stderr
+    );
+    assert!(
+        fresh.join("known_agents").is_file(),
+        "{}/known_agents was not written",
+        fresh.display()
+    );
+    let ev = home.path("second.jsonl");
+    let mut cmd = baton(["run", "--remote", &agent.addr_text()]);
+    cmd.args(["--events", s(&ev)])
+        .arg(example(SMALL.0))
+        .env("BATON_CONFIG_DIR", &fresh);
+    let o = run(cmd);
+    assert_clean(&o, SMALL);
+    assert_finished(&read_events(&ev), "remote");
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 9. a hostile client next to a real one
+// ---------------------------------------------------------------------------
+
+#[test]
+fn hostile_client_is_dropped_and_the_real_run_is_unharmed() {
+    let rt = runtime();
+    let mut agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &[],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("migration to the agent", EVENT_WAIT, |e| {
+        migrated_to(e, "remote")
+    });
+    r.wait_event("a remote point >= 10", EVENT_WAIT, |e| {
+        point_at(e, "remote", 10)
+    });
+
+    let fp: Fingerprint = agent.fingerprint.parse().expect("fingerprint");
+    let addr = agent.addr;
+    // Each attack on its own connection: the agent must close each one.
+    let attacks: [(&str, Vec<u8>, bool); 4] = [
+        (
+            "junk on a unidirectional stream",
+            b"this is no baton stream".repeat(50),
+            false,
+        ),
+        ("junk on a bidirectional stream", vec![0xff; 4096], true),
+        // A valid bulk stream header, then a 4 GiB length prefix.
+        (
+            "an oversized length prefix",
+            vec![b'b', b'N', 1, 1, 0xff, 0xff, 0xff, 0xff, 0, 1, 2, 3],
+            false,
+        ),
+        // A valid control stream header on a second control stream.
+        (
+            "a second control stream with an oversized frame",
+            vec![b'b', b'N', 1, 0, 0xff, 0xff, 0xff, 0xf0],
+            true,
+        ),
+    ];
+    rt.block_on(async {
+        for (what, bytes, bidi) in attacks {
+            let identity = Identity::generate(Role::Client).expect("identity");
+            let client = Client::bind(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                identity,
+                NetConfig::with_disconnect_after(Duration::from_secs(10)),
+            )
+            .expect("bind fake client");
+            let conn = tokio::time::timeout(Duration::from_secs(10), client.connect(addr, fp))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: connecting timed out"))
+                .unwrap_or_else(|e| panic!("{what}: the fake client could not connect: {e}"));
+            let q = conn.quinn();
+            if bidi {
+                let (mut send, _recv) = q.open_bi().await.expect("open_bi");
+                let _ = send.write_all(&bytes).await;
+                let _ = send.finish();
+            } else {
+                let mut send = q.open_uni().await.expect("open_uni");
+                let _ = send.write_all(&bytes).await;
+                let _ = send.finish();
+            }
+            let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            assert!(
+                closed.is_ok(),
+                "{what}: the agent kept the connection open for 5 s"
+            );
+            client.close();
+        }
+    });
+    // Raw UDP garbage at the agent's port.
+    let raw = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    for len in [1usize, 20, 1200, 1500, 65000] {
+        let junk: Vec<u8> = (0..len).map(|i| (i * 131 + 7) as u8).collect();
+        raw.send_to(&junk, addr).expect("send garbage");
+    }
+    assert!(agent.is_alive(), "the agent died from garbage");
+    eprintln!("agent stderr:\n{}", agent.stderr());
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, LONG);
+    assert_finished(&events, "remote");
+    assert!(
+        agent.is_alive(),
+        "the agent died; stderr:\n{}",
+        agent.stderr()
+    );
+    // It still serves: a second run works.
+    let ev2 = home.path("events2.jsonl");
+    let o = run(home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev2,
+        &[],
+        SMALL.0,
+        SMALL.1,
+    ));
+    assert_clean(&o, SMALL);
+    assert_finished(&read_events(&ev2), "remote");
+    agent.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 10. unreachable agent
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unreachable_agent_runs_locally_with_a_warning() {
+    // A port nobody listens on: bound for a moment, then freed.
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("udp");
+        s.local_addr().expect("addr").port()
+    };
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let o = run(home.remote_run(
+        &format!("127.0.0.1:{port}"),
+        MADE_UP_FP,
+        &ev,
+        &["--disconnect-after", "500ms"],
+        LONG.0,
+        LONG.1,
+    ));
+    assert_clean(&o, LONG);
+    assert!(
+        o.stderr
+            .lines()
+            .any(|l| l.starts_with("baton: warning:") && l.contains("unreachable")),
+        "no `baton: warning:` line about the unreachable agent:\n{}",
+        o.stderr
+    );
+    let events = read_events(&ev);
+    assert_finished(&events, "local");
+    assert!(named(&events, "migrated").is_empty(), "{}", pretty(&events));
+    assert!(
+        named(&events, "link")
+            .iter()
+            .any(|l| l["state"] == "unreachable"),
+        "no `link` unreachable event:\n{}",
+        pretty(&events)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 11. Ctrl-\ brings the task back
+// ---------------------------------------------------------------------------
+
+#[test]
+fn sigquit_brings_the_task_back_here() {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &[],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("migration to the agent", EVENT_WAIT, |e| {
+        migrated_to(e, "remote")
+    });
+    r.wait_event("a remote point >= 20", EVENT_WAIT, |e| {
+        point_at(e, "remote", 20)
+    });
+    signal(&r.child, libc::SIGQUIT);
+    let back = r.wait_event("migration back here", EVENT_WAIT, |e| {
+        migrated_to(e, "local")
+    });
+    assert_eq!(back["from"], "remote", "{back}");
+    assert!(back["point"].as_u64().is_some_and(|p| p >= 20), "{back}");
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, LONG);
+    assert_finished(&events, "local");
+    agent.stop();
+}
