@@ -513,3 +513,143 @@ impl FailKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_proto::{Point, StateWrite};
+    use baton_task::TaskConfig;
+
+    const PI: &[u8] = include_bytes!("../../../examples/pi.wasm");
+
+    fn clock() -> ClockMode {
+        ClockMode::Virtual {
+            start_realtime_ns: 0,
+        }
+    }
+
+    /// A core holding a fresh pi task at point 0, and an empty one.
+    fn pair() -> (ExecCore, ExecCore, StateRef) {
+        let engine = Engine::new().unwrap();
+        let program = engine.load(PI).unwrap();
+        let mut cfg = TaskConfig::new("pi.wasm");
+        cfg.host.args = vec!["pi.wasm".into(), "12".into(), "1000".into()];
+        let task =
+            Task::create(&engine, &program, cfg, Box::new(baton_task::wasi::Discard)).unwrap();
+        let limits = Limits::default();
+        let (a, at) =
+            ExecCore::with_task(engine.clone(), program.clone(), clock(), limits, task).unwrap();
+        let b = ExecCore::empty(engine, Some(program), clock(), limits);
+        (a, b, at)
+    }
+
+    fn reached(ev: &ExecutorEvent) -> (StateRef, Blob) {
+        match ev {
+            ExecutorEvent::Reached { state, output } => (*state, output.clone()),
+            ExecutorEvent::Finished { state, output, .. } => (*state, output.clone()),
+            other => panic!("expected a point, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn states_shipped_as_deltas_continue_identically_on_the_other_side() {
+        let (mut a, mut b, at) = pair();
+        // Point 0 goes in full, then every point as a delta on the last.
+        let first = a.capture(at, None).unwrap();
+        assert!(first.base.is_none());
+        b.persist(&StateWrite::Received(first)).unwrap();
+        let mut shipped = at;
+        let mut ev = a.run(at);
+        for _ in 0..6 {
+            let (state, _) = reached(&ev);
+            a.persist(&StateWrite::Own(state)).unwrap();
+            let cp = a.capture(state, Some(shipped)).unwrap();
+            assert_eq!(cp.base, Some(shipped), "a delta on what the peer holds");
+            b.persist(&StateWrite::Received(cp)).unwrap();
+            assert_eq!(b.stored().map(|(r, _)| r), Some(state));
+            shipped = state;
+            ev = a.cont();
+        }
+        // The other side continues from the last shipped state and
+        // produces the same next point and output.
+        let mine = reached(&ev);
+        let theirs = reached(&b.run(shipped));
+        assert_eq!(mine, theirs);
+    }
+
+    #[test]
+    fn a_forged_or_mislabelled_checkpoint_is_refused_and_changes_nothing() {
+        let (mut a, mut b, at) = pair();
+        b.persist(&StateWrite::Received(a.capture(at, None).unwrap()))
+            .unwrap();
+        let (state, _) = reached(&a.run(at));
+        a.persist(&StateWrite::Own(state)).unwrap();
+        let good = a.capture(state, Some(at)).unwrap();
+
+        let mut bytes = good.bytes.as_bytes().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        let forged = WireCheckpoint {
+            bytes: Blob::from(bytes),
+            ..good.clone()
+        };
+        assert!(b.persist(&StateWrite::Received(forged)).is_err());
+        let mislabelled = WireCheckpoint {
+            state: StateRef::new(state.point, baton_proto::Digest([7; 32])),
+            ..good.clone()
+        };
+        assert!(b.persist(&StateWrite::Received(mislabelled)).is_err());
+        let wrong_point = WireCheckpoint {
+            state: StateRef::new(Point(99), state.digest),
+            ..good.clone()
+        };
+        assert!(b.persist(&StateWrite::Received(wrong_point)).is_err());
+        assert_eq!(b.stored().map(|(r, _)| r), Some(at), "store unchanged");
+        // The genuine one still applies afterwards.
+        b.persist(&StateWrite::Received(good)).unwrap();
+        assert_eq!(b.stored().map(|(r, _)| r), Some(state));
+    }
+
+    #[test]
+    fn a_state_that_is_no_longer_held_cannot_be_captured_or_run() {
+        let (mut a, mut b, at) = pair();
+        let (one, _) = reached(&a.run(at));
+        a.persist(&StateWrite::Own(one)).unwrap();
+        let (two, _) = reached(&a.cont());
+        a.persist(&StateWrite::Own(two)).unwrap();
+        assert!(matches!(a.capture(one, None), Err(ExecError::Missing(_))));
+        // An empty side holds nothing to run from.
+        assert!(matches!(b.run(one), ExecutorEvent::Failed { .. }));
+    }
+
+    #[test]
+    fn output_frames_round_trip_and_hostile_tails_end_the_list() {
+        let mut buf = Vec::new();
+        OutputFrames::push(&mut buf, OutStream::Stdout, b"hello ");
+        OutputFrames::push(&mut buf, OutStream::Stderr, b"oops\n");
+        OutputFrames::push(&mut buf, OutStream::Stdout, b"");
+        let parsed = OutputFrames::parse(&buf);
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0].1, b"hello ");
+        assert!(matches!(parsed[1].0, OutStream::Stderr));
+        // Every truncation parses to a prefix of the writes, never panics.
+        for cut in 0..buf.len() {
+            let p = OutputFrames::parse(&buf[..cut]);
+            assert!(p.len() <= 3);
+        }
+        // A huge announced length or an unknown stream tag ends the list.
+        let mut hostile = buf.clone();
+        hostile.extend_from_slice(&[1, 0xff, 0xff, 0xff, 0xff, b'x']);
+        assert_eq!(OutputFrames::parse(&hostile).len(), 3);
+        assert!(OutputFrames::parse(&[9, 1, 0, 0, 0, b'x']).is_empty());
+    }
+
+    #[test]
+    fn fail_kinds_survive_the_reason_text() {
+        for kind in [FailKind::Trap, FailKind::Limit, FailKind::Error] {
+            let reason = format!("{}it broke", kind.tag());
+            assert_eq!(FailKind::parse(&reason), (kind, "it broke"));
+        }
+        assert_eq!(FailKind::parse("plain"), (FailKind::Error, "plain"));
+    }
+}
