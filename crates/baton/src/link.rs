@@ -18,7 +18,12 @@ use tokio::sync::mpsc;
 /// [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between two dials.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest a single dial may take. A handshake whose first packets were
+/// lost (the link was down) is retried by QUIC with a backoff that soon
+/// reaches seconds; a fresh dial after a short bound reconnects sooner
+/// once the link is back.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The send side of one connection.
 #[derive(Clone)]
@@ -122,7 +127,15 @@ pub async fn dial(
     let mut backoff = FIRST_BACKOFF;
     let mut id = 0;
     loop {
-        match client.connect(agent, expected).await {
+        let attempt =
+            match tokio::time::timeout(DIAL_TIMEOUT, client.connect(agent, expected)).await {
+                Ok(result) => result,
+                Err(_) => Err(NetError::SetupTimeout {
+                    addr: agent,
+                    waited_ms: DIAL_TIMEOUT.as_millis(),
+                }),
+            };
+        match attempt {
             Ok(conn) => {
                 id += 1;
                 backoff = FIRST_BACKOFF;

@@ -783,3 +783,49 @@ fn sigquit_brings_the_task_back_here() {
     assert_finished(&events, "local");
     agent.stop();
 }
+
+#[test]
+fn agent_sigterm_hands_the_task_back_and_exits() {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--responsible", "remote"],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("migration to the agent", EVENT_WAIT, |e| {
+        migrated_to(e, "remote")
+    });
+    r.wait_event("a remote point >= 20", EVENT_WAIT, |e| {
+        point_at(e, "remote", 20)
+    });
+    // SIGTERM: the agent drains (hands the task back) and exits 0.
+    agent.stop();
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, LONG);
+    assert_finished(&events, "local");
+    let back = index_of(&events, |e| migrated_to(e, "local")).unwrap_or_else(|| {
+        panic!(
+            "the task was not handed back before the agent left:\n{}",
+            pretty(&events)
+        )
+    });
+    assert!(
+        events[back]["point"].as_u64().is_some_and(|p| p >= 20),
+        "{}",
+        pretty(&events)
+    );
+    assert!(
+        named(&events, "resumed")
+            .iter()
+            .all(|e| e["where"] != "local"),
+        "a drain is a planned migration, not a failover:\n{}",
+        pretty(&events)
+    );
+}
