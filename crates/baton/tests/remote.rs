@@ -829,3 +829,39 @@ fn agent_sigterm_hands_the_task_back_and_exits() {
         pretty(&events)
     );
 }
+
+#[test]
+fn files_a_task_writes_on_the_agent_are_written_back_here() {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let local_dir = home.path("local-out");
+    let remote_dir = home.path("remote-out");
+    std::fs::create_dir_all(&local_dir).expect("mkdir");
+    std::fs::create_dir_all(&remote_dir).expect("mkdir");
+    let local = run(home.baton([
+        "run",
+        "--dir",
+        &format!("{}::/out", s(&local_dir)),
+        s(&example("render.wasm")),
+    ]));
+    local.assert_code(0);
+    let ev = home.path("events.jsonl");
+    let dir_opt = format!("{}::/out", s(&remote_dir));
+    let o = run(home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--dir", &dir_opt],
+        "render.wasm",
+        &[],
+    ));
+    o.assert_code(0);
+    assert_eq!(o.stdout, local.stdout, "stdout differs from the local run");
+    let events = whole_events(&ev);
+    assert_finished(&events, "remote");
+    let want = std::fs::read(local_dir.join("render.ppm")).expect("local render.ppm");
+    let got = std::fs::read(remote_dir.join("render.ppm"))
+        .unwrap_or_else(|e| panic!("render.ppm not written back: {e}\n{}", pretty(&events)));
+    assert!(got == want, "render.ppm differs from the local run's");
+    agent.stop();
+}
