@@ -103,7 +103,53 @@ enum TaskInput {
 struct TaskHandle {
     tx: mpsc::UnboundedSender<TaskInput>,
     connected: Arc<AtomicBool>,
+    info: Arc<Mutex<TaskStatus>>,
 }
+
+/// One task as `<data-dir>/status.json` shows it (`baton inspect DIR`).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct TaskStatus {
+    /// The task's id.
+    pub task: String,
+    /// The client's fingerprint.
+    pub client: String,
+    /// `local` or `remote`: who executes.
+    pub executor: String,
+    /// Who is responsible.
+    pub responsible: String,
+    /// `sync` or `async`.
+    pub mode: String,
+    /// The agreement's epoch.
+    pub epoch: u64,
+    /// The newest point held here.
+    pub point: Option<u64>,
+    /// Executing here now.
+    pub executing: bool,
+    /// Its client is connected.
+    pub connected: bool,
+    /// Finished here, with this exit status.
+    pub finished: Option<String>,
+}
+
+/// What `<data-dir>/status.json` holds, rewritten every second.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct AgentStatus {
+    /// The agent's fingerprint.
+    pub fingerprint: String,
+    /// Where it listens.
+    pub listening: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Steps computing at once, at most.
+    pub workers: usize,
+    /// When this was written, in milliseconds since the Unix epoch.
+    pub updated_unix_ms: u64,
+    /// The tasks it holds.
+    pub tasks: Vec<TaskStatus>,
+}
+
+/// How often the status file is rewritten.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 type TaskKey = (Fingerprint, String);
 
@@ -162,6 +208,14 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         ended: watch::channel(0).0,
     });
     let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+    let base = AgentStatus {
+        fingerprint: identity.fingerprint().to_string(),
+        listening: addr.to_string(),
+        pid: std::process::id(),
+        workers: opts.workers.max(1),
+        ..AgentStatus::default()
+    };
+    tokio::spawn(write_status(shared.clone(), base));
     Ok(RunningAgent {
         addr,
         fingerprint: identity.fingerprint(),
@@ -206,6 +260,37 @@ impl RunningAgent {
         self.accept.abort();
         self.endpoint.close();
         self.shared.tasks().len()
+    }
+}
+
+/// Rewrites `<data-dir>/status.json` every [`STATUS_EVERY`] (atomically),
+/// until the agent shuts down.
+async fn write_status(shared: Arc<Shared>, base: AgentStatus) {
+    let path = shared.data_dir.join("status.json");
+    let tmp = shared.data_dir.join("status.json.tmp");
+    loop {
+        let mut st = base.clone();
+        st.updated_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        st.tasks = shared
+            .tasks()
+            .values()
+            .filter_map(|h| h.info.lock().ok().map(|i| i.clone()))
+            .collect();
+        st.tasks
+            .sort_by(|a, b| (&a.client, &a.task).cmp(&(&b.client, &b.task)));
+        if let Ok(text) = serde_json::to_vec_pretty(&st) {
+            let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::debug!(error = %e, "cannot write the status file");
+            }
+        }
+        if shared.draining.load(Ordering::SeqCst) && shared.tasks().is_empty() {
+            return;
+        }
+        tokio::time::sleep(STATUS_EVERY).await;
     }
 }
 
@@ -343,22 +428,31 @@ fn admit(
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let connected = Arc::new(AtomicBool::new(false));
+    let info = Arc::new(Mutex::new(TaskStatus {
+        task: hello.task.0.clone(),
+        client: client.to_string(),
+        ..TaskStatus::default()
+    }));
     tasks.insert(
         key.clone(),
         TaskHandle {
             tx: tx.clone(),
             connected: connected.clone(),
+            info: info.clone(),
         },
     );
     tracing::info!(%client, task = %hello.task.0, "new task");
     tokio::spawn(task_actor(
         shared.clone(),
-        key,
-        hello.task.clone(),
-        hello.module,
-        meta,
-        rx,
-        connected,
+        NewTask {
+            key,
+            task: hello.task.clone(),
+            module: hello.module,
+            meta,
+            rx,
+            connected,
+            info,
+        },
     ));
     Ok(tx)
 }
@@ -371,15 +465,27 @@ fn module_path(shared: &Shared, digest: &Digest) -> PathBuf {
 }
 
 /// Drives one task's remote stub until it is handed back.
-async fn task_actor(
-    shared: Arc<Shared>,
+/// Everything a new task's actor starts with.
+struct NewTask {
     key: TaskKey,
     task: TaskId,
     module: baton_proto::ModuleRef,
     meta: TaskMeta,
-    mut rx: mpsc::UnboundedReceiver<TaskInput>,
+    rx: mpsc::UnboundedReceiver<TaskInput>,
     connected: Arc<AtomicBool>,
-) {
+    info: Arc<Mutex<TaskStatus>>,
+}
+
+async fn task_actor(shared: Arc<Shared>, new: NewTask) {
+    let NewTask {
+        key,
+        task,
+        module,
+        meta,
+        mut rx,
+        connected,
+        info,
+    } = new;
     let origin = Instant::now();
     let now = || Time::from_nanos(origin.elapsed().as_nanos() as u64);
     let mut program = shared.programs().get(&module.digest).cloned();
@@ -442,6 +548,17 @@ async fn task_actor(
                 Event::Point { .. } => {}
                 e => tracing::info!(task = %name, event = ?e, "task event"),
             }
+        }
+        if let Ok(mut i) = info.lock() {
+            let a = stub.agreement();
+            i.executor = a.assignment.executor.as_str().to_string();
+            i.responsible = a.assignment.responsible.as_str().to_string();
+            i.mode = a.assignment.mode.as_str().to_string();
+            i.epoch = a.epoch.0;
+            i.point = stub.durable().map(|d| d.point.0);
+            i.executing = stub.is_executing();
+            i.connected = link.is_some();
+            i.finished = stub.finished().map(|f| format!("{:?}", f.outcome));
         }
         if stub.is_handed_back() {
             tracing::info!(task = %name, "task handed back to its client; forgotten here");

@@ -181,6 +181,7 @@ impl RemoteRun<'_> {
         let mut status = Status::default();
         let mut warned_unreachable = false;
         let mut dialing = true;
+        let mut ever_connected = false;
         let mut pinned_local = false;
         let mut last_point_event: Option<Instant> = None;
         let agent_text = agent.to_string();
@@ -285,6 +286,7 @@ impl RemoteRun<'_> {
                         status.link_up = true;
                         status.rtt = Some(outbox.conn().rtt());
                         link = Some((n, outbox));
+                        ever_connected = true;
                         warned_unreachable = false;
                         flush_init(&mut init_output);
                         tracing::info!(agent = %addr, "connected");
@@ -319,7 +321,16 @@ impl RemoteRun<'_> {
                         }
                     }
                     Some(LinkNews::Fatal(error)) => {
-                        return Err(anyhow!(error).context("nothing runs remotely"));
+                        if !ever_connected {
+                            return Err(anyhow!(error).context("nothing runs remotely"));
+                        }
+                        // The agent we were talking to now has another
+                        // identity (or refuses us): never send it anything
+                        // again, but do not throw away the task here.
+                        console.line(&format!(
+                            "baton: warning: {error}; no longer extending onto it, the task goes on here"
+                        ));
+                        dialing = false;
                     }
                     // The dialer ended (after a fatal error it reported).
                     None => dialing = false,

@@ -865,3 +865,39 @@ fn files_a_task_writes_on_the_agent_are_written_back_here() {
     assert!(got == want, "render.ppm differs from the local run's");
     agent.stop();
 }
+
+#[test]
+fn inspect_shows_an_agents_tasks() {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--name", "seen-by-inspect"],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("a remote point >= 10", EVENT_WAIT, |e| {
+        point_at(e, "remote", 10)
+    });
+    // The status file is rewritten every second.
+    sleep(Duration::from_millis(1500));
+    let o = run(home.baton(["inspect", s(&agent.data_dir())]));
+    o.assert_code(0);
+    let text = o.out();
+    for part in [
+        agent.fingerprint.as_str(),
+        "tasks      1",
+        "seen-by-inspect",
+        "remote executes",
+        "connected",
+    ] {
+        assert!(text.contains(part), "inspect lacks `{part}`:\n{text}");
+    }
+    let (o, _) = r.finish();
+    assert_clean(&o, LONG);
+    agent.stop();
+}

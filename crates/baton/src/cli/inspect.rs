@@ -1,4 +1,5 @@
-//! `baton inspect`: a human summary of a journaled task or a checkpoint file.
+//! `baton inspect`: a human summary of a journaled task, a checkpoint file,
+//! or a running agent's data directory (its `status.json`).
 //!
 //! Reads only; never changes a journal.
 
@@ -14,8 +15,8 @@ use crate::units::human_bytes;
 /// Options of `baton inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A checkpoint file, a task's journal directory, or a state directory
-    /// (with --id, or to list every task in it).
+    /// A checkpoint file, a task's journal directory, a state directory
+    /// (with --id, or to list every task in it), or an agent's data directory.
     pub path: PathBuf,
     /// With a state directory: the task to show.
     #[arg(long)]
@@ -40,6 +41,9 @@ impl InspectArgs {
         }
         if let Some(id) = &self.id {
             return show_task(&self.path, id);
+        }
+        if self.path.join("status.json").is_file() {
+            return show_agent(&self.path);
         }
         if self.path.join("task.json").is_file() {
             let id = self
@@ -70,6 +74,47 @@ impl InspectArgs {
         }
         Ok(())
     }
+}
+
+/// An agent's status, as it last wrote it.
+fn show_agent(dir: &std::path::Path) -> Result<()> {
+    let path = dir.join("status.json");
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let st: crate::agent::AgentStatus = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not an agent status file", path.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let age = now.saturating_sub(st.updated_unix_ms) as f64 / 1000.0;
+    println!("agent      {} (pid {})", st.listening, st.pid);
+    println!("identity   {}", st.fingerprint);
+    println!("workers    {}", st.workers);
+    if age > 5.0 {
+        println!("updated    {age:.0} s ago: the agent is probably not running");
+    } else {
+        println!("updated    {age:.1} s ago");
+    }
+    println!("tasks      {}", st.tasks.len());
+    for t in &st.tasks {
+        let client = t.client.get(..19).unwrap_or(&t.client);
+        let state = match (&t.finished, t.executing) {
+            (Some(f), _) => format!("finished {f}"),
+            (None, true) => "executing".to_string(),
+            (None, false) => "idle".to_string(),
+        };
+        println!(
+            "  {}  client {client}…  point {}  {} executes, {} responsible, {}, epoch {}  {state}  {}",
+            t.task,
+            t.point.map_or("-".to_string(), |p| p.to_string()),
+            t.executor,
+            t.responsible,
+            t.mode,
+            t.epoch,
+            if t.connected { "connected" } else { "client away" },
+        );
+    }
+    Ok(())
 }
 
 fn show_task(state_dir: &std::path::Path, id: &str) -> Result<()> {

@@ -98,6 +98,11 @@ impl TestAgent {
         }
     }
 
+    /// The agent's `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// The agent's address as `HOST:PORT`.
     pub fn addr_text(&self) -> String {
         self.addr.to_string()
