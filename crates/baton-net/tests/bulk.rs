@@ -5,10 +5,9 @@
 //! that do not match their id, stray streams) are closed while the agent
 //! serves on. Every wait is bounded.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_net::bulk::{TransferId, RESUMABLE_MIN};
 use baton_net::frame::{self, StreamKind};
@@ -18,30 +17,9 @@ use baton_net::{
 };
 use baton_proto::message::{Ack, CheckpointMsg};
 use baton_proto::{Blob, Channel, Checkpoint, Digest, Message, Point, SessionId, StateRef};
-use tokio::time::timeout;
 
-/// The bound on every single wait in these tests.
-const BOUND: Duration = Duration::from_secs(30);
-
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match timeout(BOUND, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
-
-/// Polls `cond` every few milliseconds until it holds, at most [`BOUND`].
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < BOUND, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+mod common;
+use common::{bounded, local, until};
 
 fn checkpoint(len: usize) -> Message {
     let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();

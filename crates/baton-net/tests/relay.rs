@@ -4,7 +4,6 @@
 //! after a heal, QUIC migration when the relay moves its agent side).
 //! Every wait is bounded.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,28 +18,8 @@ use baton_proto::{Channel, Digest, Message, Point, SessionId, StateRef};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
-/// The bound on every single wait in these tests.
-const BOUND: Duration = Duration::from_secs(20);
-
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match timeout(BOUND, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
-
-/// Polls `cond` every few milliseconds until it holds, at most [`BOUND`].
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < BOUND, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
+mod common;
+use common::{bounded, local, until};
 
 // ---------------------------------------------------------------- plain UDP
 

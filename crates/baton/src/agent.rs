@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 use baton_net::{Agent, ClientPolicy, Conn, Fingerprint, Identity, NetConfig, Role};
 use baton_proto::message::{ErrorCode, ErrorMsg, Hello};
 use baton_proto::{
-    Action, Digest, Event, LinkEvent, Message, RemoteConfig, RemoteStub, SessionId, TaskId, Time,
-    Transmit,
+    Digest, Event, LinkEvent, Message, RemoteConfig, RemoteStub, SessionId, TaskId, Time, Transmit,
 };
 use baton_task::{Engine, Program};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -32,7 +31,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::exec::ExecCore;
 use crate::link::Outbox;
 use crate::meta::TaskMeta;
-use crate::worker::{Cmd, Done, Worker};
+use crate::worker::{Done, Worker};
 
 /// Limits an agent enforces.
 #[derive(Clone, Copy, Debug)]
@@ -521,21 +520,9 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
     let name = task.0.clone();
     loop {
         while let Some(action) = stub.poll_action() {
-            match action {
-                Action::Run { from } => {
-                    gen += 1;
-                    worker.send(Cmd::Run { gen, from });
-                }
-                Action::Continue => worker.send(Cmd::Continue { gen }),
-                Action::Stop => gen += 1,
-                Action::Capture { state, base } => worker.send(Cmd::Capture { state, base }),
-                Action::Persist(req) => worker.send(Cmd::Persist {
-                    req,
-                    module: module.digest,
-                }),
-                // Only the local side delivers and finishes.
-                Action::Deliver(_) | Action::Finish { .. } => {}
-            }
+            // Only the local side delivers and finishes: nothing else is
+            // left over here.
+            let _ = worker.dispatch(action, &mut gen, module.digest);
         }
         while let Some(t) = stub.poll_transmit() {
             if let Some((_, outbox)) = &link {

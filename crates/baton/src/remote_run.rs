@@ -32,7 +32,7 @@ use crate::events::{Event, EventLog};
 use crate::exec::{ExecCore, FailKind, OutputFrames};
 use crate::link::{dial, LinkNews, Outbox};
 use crate::runner::Ending;
-use crate::worker::{Cmd, Done, Worker};
+use crate::worker::{Done, Worker};
 
 /// How often `point` events are written at most.
 const POINT_EVENT_EVERY: Duration = Duration::from_millis(100);
@@ -190,30 +190,18 @@ impl RemoteRun<'_> {
             let mut finish = None;
             while let Some(action) = stub.poll_action() {
                 tracing::trace!(?action, "action");
-                match action {
-                    Action::Run { from } => {
-                        gen += 1;
-                        worker.send(Cmd::Run { gen, from });
-                    }
-                    Action::Continue => worker.send(Cmd::Continue { gen }),
-                    // A step in flight finishes on its own; its answer,
-                    // of an older generation, is dropped.
-                    Action::Stop => gen += 1,
-                    Action::Capture { state, base } => worker.send(Cmd::Capture { state, base }),
-                    Action::Persist(req) => worker.send(Cmd::Persist {
-                        req,
-                        module: module_digest,
-                    }),
-                    Action::Deliver(chunk) => {
+                match worker.dispatch(action, &mut gen, module_digest) {
+                    Some(Action::Deliver(chunk)) => {
                         flush_init(&mut init_output);
                         for (stream, bytes) in OutputFrames::parse(chunk.bytes.as_bytes()) {
                             write_out(stream, bytes);
                         }
                     }
-                    Action::Finish { state, outcome } => {
+                    Some(Action::Finish { state, outcome }) => {
                         flush_init(&mut init_output);
                         finish = Some((state, outcome));
                     }
+                    _ => {}
                 }
             }
             // 2. Messages.

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use baton_proto::{Checkpoint, Digest, ExecutorEvent, PersistRequest, StateRef};
+use baton_proto::{Action, Checkpoint, Digest, ExecutorEvent, PersistRequest, StateRef};
 use baton_task::{Program, State};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -136,6 +136,27 @@ impl Worker {
     /// ignores it; the driver notices through its `Done` channel.
     pub fn send(&self, cmd: Cmd) {
         let _ = self.tx.send(cmd);
+    }
+
+    /// Carries out an action that drives the executor (`Run`, `Continue`,
+    /// `Stop`, `Capture`, `Persist`), keeping the run generation in `gen`;
+    /// hands any other action (`Deliver`, `Finish`) back to the caller.
+    /// `module` is the digest module bytes in a `Persist` must have.
+    pub fn dispatch(&self, action: Action, gen: &mut u64, module: Digest) -> Option<Action> {
+        match action {
+            Action::Run { from } => {
+                *gen += 1;
+                self.send(Cmd::Run { gen: *gen, from });
+            }
+            Action::Continue => self.send(Cmd::Continue { gen: *gen }),
+            // A step in flight finishes on its own; its answer, of an
+            // older generation, is dropped.
+            Action::Stop => *gen += 1,
+            Action::Capture { state, base } => self.send(Cmd::Capture { state, base }),
+            Action::Persist(req) => self.send(Cmd::Persist { req, module }),
+            other => return Some(other),
+        }
+        None
     }
 
     /// The newest stored state.

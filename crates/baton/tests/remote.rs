@@ -10,7 +10,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::thread::sleep;
 use std::time::Duration;
 
-use baton_net::relay::Relay;
 use baton_net::{Client, Fingerprint, Identity, NetConfig, Role};
 use serde_json::Value;
 use support::remote::*;
@@ -155,10 +154,7 @@ fn migrate_at_a_later_point() {
 fn local_responsible_sync_link_cut_for_good_finishes_locally_losing_nothing() {
     let rt = runtime();
     let agent = TestAgent::start();
-    let relay = {
-        let _g = rt.enter();
-        Relay::start(agent.addr).expect("relay")
-    };
+    let relay = agent.relay(&rt);
     let home = ClientHome::new();
     let ev = home.path("events.jsonl");
     let cmd = home.remote_run(
@@ -212,10 +208,7 @@ fn local_responsible_sync_link_cut_for_good_finishes_locally_losing_nothing() {
 fn remote_responsible_short_cut_keeps_the_task_remote() {
     let rt = runtime();
     let agent = TestAgent::start();
-    let relay = {
-        let _g = rt.enter();
-        Relay::start(agent.addr).expect("relay")
-    };
+    let relay = agent.relay(&rt);
     let home = ClientHome::new();
     let ev = home.path("events.jsonl");
     let cmd = home.remote_run(
@@ -337,10 +330,7 @@ fn remote_responsible_agent_killed_local_takes_over() {
 fn async_mode_cut_loses_exactly_the_lag() {
     let rt = runtime();
     let agent = TestAgent::start();
-    let relay = {
-        let _g = rt.enter();
-        Relay::start(agent.addr).expect("relay")
-    };
+    let relay = agent.relay(&rt);
     let home = ClientHome::new();
     let ev = home.path("events.jsonl");
     let cmd = home.remote_run(
@@ -407,10 +397,7 @@ fn async_mode_cut_loses_exactly_the_lag() {
 fn client_address_change_mid_run_is_survived() {
     let rt = runtime();
     let agent = TestAgent::start();
-    let relay = {
-        let _g = rt.enter();
-        Relay::start(agent.addr).expect("relay")
-    };
+    let relay = agent.relay(&rt);
     let home = ClientHome::new();
     let ev = home.path("events.jsonl");
     let cmd = home.remote_run(

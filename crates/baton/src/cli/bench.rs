@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use baton_proto::policy::{Migrate, ModeChoice, Responsible};
 use baton_task::Engine;
 use clap::Args;
@@ -66,15 +66,7 @@ impl BenchArgs {
     ///
     /// A run fails or gives a wrong result.
     pub fn execute(self) -> Result<()> {
-        let lab = Lab::start()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        let result = rt.block_on(self.run(&lab));
-        lab.stop();
-        result
+        Lab::run(|lab| Box::pin(self.run(lab)))
     }
 
     async fn run(self, lab: &Lab) -> Result<()> {

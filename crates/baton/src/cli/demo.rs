@@ -176,6 +176,30 @@ impl Lab {
         })
     }
 
+    /// Starts a lab, runs `body` on a client runtime of its own against
+    /// it, and stops the lab.
+    ///
+    /// # Errors
+    ///
+    /// The lab or the runtime cannot start, or `body` fails.
+    pub(crate) fn run<T>(
+        body: impl for<'a> FnOnce(
+            &'a Lab,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T>> + 'a>,
+        >,
+    ) -> Result<T> {
+        let lab = Lab::start()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let result = rt.block_on(body(&lab));
+        lab.stop();
+        result
+    }
+
     /// Stops the agent (call outside any runtime).
     pub(crate) fn stop(self) {
         let Lab {
@@ -213,15 +237,7 @@ impl DemoArgs {
     /// Only if baton itself is broken: the demo's checks failing is an error.
     pub fn execute(self) -> Result<()> {
         println!("baton demo: a task moves to another machine, survives a cut link, and comes back with the right answer\n");
-        let lab = Lab::start()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        let result = rt.block_on(self.run(&lab));
-        lab.stop();
-        result
+        Lab::run(|lab| Box::pin(self.run(lab)))
     }
 
     async fn run(self, lab: &Lab) -> Result<()> {

@@ -98,6 +98,12 @@ impl TestAgent {
         }
     }
 
+    /// A fault-injecting relay in front of the agent, running on `rt`.
+    pub fn relay(&self, rt: &tokio::runtime::Runtime) -> baton_net::relay::Relay {
+        let _g = rt.enter();
+        baton_net::relay::Relay::start(self.addr).expect("relay")
+    }
+
     /// The agent's `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
