@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,13 +25,15 @@ use baton_proto::message::{ErrorCode, ErrorMsg, Hello};
 use baton_proto::{
     Digest, Event, LinkEvent, Message, RemoteConfig, RemoteStub, SessionId, TaskId, Time, Transmit,
 };
-use baton_task::{Engine, Program};
+use baton_proto::{OutputChunk, RemoteRecord, StateRef};
+use baton_task::{Engine, Program, State};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::exec::ExecCore;
 use crate::link::Outbox;
 use crate::meta::TaskMeta;
-use crate::worker::{Done, Worker};
+use crate::store::{StoreError, TaskLog};
+use crate::worker::{Done, Durable, Worker};
 
 /// Limits an agent enforces.
 #[derive(Clone, Copy, Debug)]
@@ -206,6 +208,44 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         next_conn: AtomicU64::new(1),
         ended: watch::channel(0).0,
     });
+    let restarted = recover_tasks(&shared.data_dir);
+    if !restarted.is_empty() {
+        tracing::info!(tasks = restarted.len(), "tasks recovered from the data dir");
+    }
+    for (meta, r) in restarted {
+        let Ok(client) = meta.client.parse::<Fingerprint>() else {
+            continue;
+        };
+        let key = (client, meta.task.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let connected = Arc::new(AtomicBool::new(false));
+        let info = Arc::new(Mutex::new(TaskStatus {
+            task: meta.task.clone(),
+            client: meta.client.clone(),
+            ..TaskStatus::default()
+        }));
+        shared.tasks().insert(
+            key.clone(),
+            TaskHandle {
+                tx,
+                connected: connected.clone(),
+                info: info.clone(),
+            },
+        );
+        tokio::spawn(task_actor(
+            shared.clone(),
+            NewTask {
+                key,
+                task: TaskId(meta.task),
+                module: meta.module,
+                meta: meta.meta,
+                rx,
+                connected,
+                info,
+                recovered: Some(r),
+            },
+        ));
+    }
     let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
     let base = AgentStatus {
         fingerprint: identity.fingerprint().to_string(),
@@ -451,6 +491,7 @@ fn admit(
             rx,
             connected,
             info,
+            recovered: None,
         },
     ));
     Ok(tx)
@@ -463,8 +504,7 @@ fn module_path(shared: &Shared, digest: &Digest) -> PathBuf {
         .join(format!("{digest}.wasm"))
 }
 
-/// Drives one task's remote stub until it is handed back.
-/// Everything a new task's actor starts with.
+/// Everything a task's actor starts with.
 struct NewTask {
     key: TaskKey,
     task: TaskId,
@@ -473,7 +513,113 @@ struct NewTask {
     rx: mpsc::UnboundedReceiver<TaskInput>,
     connected: Arc<AtomicBool>,
     info: Arc<Mutex<TaskStatus>>,
+    /// What an earlier run of the agent left of this task.
+    recovered: Option<RecoveredTask>,
 }
+
+/// A task read back from the data dir after a restart.
+struct RecoveredTask {
+    log: TaskLog,
+    record: RemoteRecord,
+    state: Option<(StateRef, State)>,
+    outputs: Vec<OutputChunk>,
+}
+
+/// What `<task dir>/meta.json` holds: how to bring the task back.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TaskDirMeta {
+    client: String,
+    task: String,
+    module: baton_proto::ModuleRef,
+    meta: TaskMeta,
+}
+
+/// `<data-dir>/tasks/<client fingerprint>/<BLAKE3 of the task id>`: task
+/// ids come from clients, so they never become file names themselves.
+fn task_dir(data_dir: &Path, client: &Fingerprint, task: &str) -> PathBuf {
+    let fp = client.to_string();
+    let fp = fp.trim_start_matches("sha256:");
+    data_dir
+        .join("tasks")
+        .join(fp)
+        .join(blake3::hash(task.as_bytes()).to_hex().as_str())
+}
+
+/// Makes a new task's directory, its `meta.json` and an empty log.
+fn create_task_dir(dir: &Path, meta: &TaskDirMeta) -> Result<TaskLog, StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let text = serde_json::to_vec_pretty(meta).map_err(|e| io(std::io::Error::other(e)))?;
+    crate::journal::write_atomic(&dir.join("meta.json"), &text)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    TaskLog::create(dir)
+}
+
+/// Reads back every task an earlier run of the agent left in `data_dir`.
+/// A task whose files are unusable is reported and left where it is.
+fn recover_tasks(data_dir: &Path) -> Vec<(TaskDirMeta, RecoveredTask)> {
+    let mut out = Vec::new();
+    let Ok(clients) = std::fs::read_dir(data_dir.join("tasks")) else {
+        return out;
+    };
+    for client in clients.flatten() {
+        let Ok(tasks) = std::fs::read_dir(client.path()) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let dir = t.path();
+            match recover_task(&dir) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot recover a task; its files are kept"),
+            }
+        }
+    }
+    out
+}
+
+fn recover_task(dir: &Path) -> anyhow::Result<Option<(TaskDirMeta, RecoveredTask)>> {
+    use anyhow::Context;
+    let meta: TaskDirMeta = serde_json::from_slice(
+        &std::fs::read(dir.join("meta.json")).context("meta.json")?,
+    )
+    .context("meta.json")?;
+    let limits = baton_task::checkpoint::Limits {
+        max_memory: meta.meta.max_memory,
+        ..Default::default()
+    };
+    let (log, rec) = TaskLog::open(dir, &limits)?;
+    if let Some(d) = &rec.damage {
+        tracing::warn!(dir = %dir.display(), damage = %d, "a task's log was damaged; going on from its newest intact state");
+    }
+    let Some(bytes) = rec.record else {
+        return Ok(None); // created, never written: nothing to keep
+    };
+    let mut record = RemoteRecord::decode(&bytes).context("the task's record")?;
+    if record.handed_back {
+        return Ok(None);
+    }
+    // The log may hold a state one request newer than its last record (a
+    // crash between them), or, if damaged, an older one: the store is what
+    // counts.
+    record.durable = rec.state.as_ref().map(|(r, _)| *r);
+    Ok(Some((
+        meta,
+        RecoveredTask {
+            log,
+            record,
+            state: rec.state,
+            outputs: rec.outputs,
+        },
+    )))
+}
+
+/// Drives one task's remote stub until it is handed back.
 
 async fn task_actor(shared: Arc<Shared>, new: NewTask) {
     let NewTask {
@@ -484,7 +630,9 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
         mut rx,
         connected,
         info,
+        recovered,
     } = new;
+    let dir = task_dir(&shared.data_dir, &key.0, &key.1);
     let origin = Instant::now();
     let now = || Time::from_nanos(origin.elapsed().as_nanos() as u64);
     let mut program = shared.programs().get(&module.digest).cloned();
@@ -511,13 +659,48 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
         (a, b) => a.or(b),
     };
     let has_module = program.is_some();
-    let core = ExecCore::empty(shared.engine.clone(), program, meta.clock(), limits);
+    let mut core = ExecCore::empty(shared.engine.clone(), program, meta.clock(), limits);
+    let cfg = RemoteConfig::new(task.clone(), module, has_module);
+    let (log, mut stub) = match recovered {
+        Some(r) => {
+            if let Some((at, state)) = r.state {
+                core.set_stored(at, state);
+            }
+            tracing::info!(task = %task.0, point = ?r.record.durable.map(|d| d.point), "task recovered from the data dir");
+            let stub = RemoteStub::recover(cfg, now(), r.record, r.outputs);
+            (r.log, stub)
+        }
+        None => {
+            let dir_meta = TaskDirMeta {
+                client: key.0.to_string(),
+                task: task.0.clone(),
+                module,
+                meta: meta.clone(),
+            };
+            let d = dir.clone();
+            let made = tokio::task::spawn_blocking(move || create_task_dir(&d, &dir_meta)).await;
+            match made {
+                Ok(Ok(log)) => (log, RemoteStub::new(cfg, now())),
+                Ok(Err(e)) => {
+                    tracing::error!(task = %task.0, error = %e, "cannot make the task's directory; task refused");
+                    shared.tasks().remove(&key);
+                    shared.ended.send_modify(|n| *n += 1);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let worker = Worker::spawn(core, shared.permits.clone(), done_tx);
-    let mut stub = RemoteStub::new(RemoteConfig::new(task.clone(), module, has_module), now());
+    let durable = Durable {
+        log,
+        module_path: Some(module_path(&shared, &module.digest)),
+    };
+    let worker = Worker::spawn(core, Some(durable), shared.permits.clone(), done_tx);
     let mut link: Option<(u64, Outbox)> = None;
     let mut gen = 0u64;
     let name = task.0.clone();
+    let mut forget = false;
     loop {
         while let Some(action) = stub.poll_action() {
             // Only the local side delivers and finishes: nothing else is
@@ -601,20 +784,15 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
                     stub.handle_executor(now(), baton_proto::ExecutorEvent::CaptureFailed { state });
                 }
                 Some(Done::Persisted { seq, program }) => {
-                    if let Some((p, bytes)) = program {
+                    if let Some((p, _)) = program {
+                        // Written to the module cache by the worker already.
                         shared.programs().insert(module.digest, p);
-                        let path = module_path(&shared, &module.digest);
-                        tokio::task::spawn_blocking(move || {
-                            let tmp = path.with_extension("tmp");
-                            if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
-                                tracing::warn!(path = %path.display(), error = %e, "cannot cache the module");
-                            }
-                        });
                     }
                     stub.handle_persisted(now(), seq);
                 }
                 Some(Done::PersistFailed { error, .. }) => {
-                    tracing::warn!(task = %name, error = %error, "the client sent a bad state or module; task dropped");
+                    tracing::warn!(task = %name, error = %error, "a bad state or module from the client, or a store failure; task dropped");
+                    forget = !matches!(error, crate::exec::ExecError::Store(_));
                     if let Some((_, outbox)) = &link {
                         if let Some(session) = stub.session() {
                             outbox.send(transmit(Message::Error(ErrorMsg {
@@ -630,6 +808,12 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
             },
             _ = sleep => stub.handle_timeout(now()),
         }
+    }
+    if stub.is_handed_back() || forget {
+        // The client has everything (or the task was dropped): nothing of
+        // it needs to survive a restart.
+        let d = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(d)).await;
     }
     shared.tasks().remove(&key);
     shared.ended.send_modify(|n| *n += 1);

@@ -42,6 +42,10 @@ pub enum ExecError {
     /// The module is not known yet, so the task cannot run here.
     #[error("the task's module is not here yet")]
     NoProgram,
+    /// The durable store failed (a disk error): nothing more can be
+    /// promised durable for this task.
+    #[error("the task's store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// The module bytes the peer sent are not the module it named.
     #[error("the module sent is not the one announced (digest {found}, expected {expected})")]
     ModuleMismatch {
@@ -131,6 +135,17 @@ impl OutputFrames {
         }
         out
     }
+}
+
+/// What a persisted state write amounts to, for a durable log.
+#[derive(Debug)]
+pub enum Written {
+    /// The store already held the state.
+    Nothing,
+    /// The state as a full checkpoint.
+    Full(Blob),
+    /// The state as a delta against the store's previous state.
+    Delta(Blob),
 }
 
 /// What the peer is believed to hold, for deltas.
@@ -235,6 +250,12 @@ impl ExecCore {
         }
         self.program = Some(program.clone());
         Ok(program)
+    }
+
+    /// Puts a state recovered from a durable log into the store.
+    pub fn set_stored(&mut self, at: StateRef, state: State) {
+        self.store = Some((at, state));
+        self.mirror = Mirror::None;
     }
 
     /// The newest state in the store, with its reference.
@@ -347,16 +368,16 @@ impl ExecCore {
     ///
     /// A checkpoint that does not decode, does not apply to the store or is
     /// not the state it claims to be; a task that cannot be captured.
-    pub fn persist(&mut self, write: &baton_proto::StateWrite) -> Result<(), ExecError> {
+    pub fn persist(&mut self, write: &baton_proto::StateWrite) -> Result<Written, ExecError> {
         match write {
             baton_proto::StateWrite::Own(s) => self.persist_own(*s),
             baton_proto::StateWrite::Received(cp) => self.persist_received(cp),
         }
     }
 
-    fn persist_own(&mut self, s: StateRef) -> Result<(), ExecError> {
+    fn persist_own(&mut self, s: StateRef) -> Result<Written, ExecError> {
         if self.store.as_ref().is_some_and(|(r, _)| *r == s) {
-            return Ok(());
+            return Ok(Written::Nothing);
         }
         let (Some(task), true) = (self.task.as_mut(), self.at == Some(s)) else {
             return Err(ExecError::Missing(s));
@@ -385,15 +406,17 @@ impl ExecCore {
                 }
                 Decoded::Full(st) => self.store = Some((s, st)),
             }
+            task.rebase()?;
+            Ok(Written::Delta(Blob::from(delta.bytes)))
         } else {
-            task.checkpoint()?;
+            let full = task.checkpoint()?;
             self.store = Some((s, task.state()?));
+            task.rebase()?;
+            Ok(Written::Full(Blob::from(full.bytes)))
         }
-        task.rebase()?;
-        Ok(())
     }
 
-    fn persist_received(&mut self, cp: &WireCheckpoint) -> Result<(), ExecError> {
+    fn persist_received(&mut self, cp: &WireCheckpoint) -> Result<Written, ExecError> {
         let claimed = cp.state;
         match checkpoint::decode(cp.bytes.as_bytes(), &self.decode_limits)? {
             Decoded::Full(state) => {
@@ -413,6 +436,8 @@ impl ExecCore {
                     .into());
                 }
                 self.store = Some((claimed, state));
+                self.mirror = Mirror::Newest;
+                return Ok(Written::Full(cp.bytes.clone()));
             }
             Decoded::Delta(d) => {
                 if d.point() != claimed.point.0 || wire_digest(d.digest()) != claimed.digest {
@@ -431,7 +456,7 @@ impl ExecCore {
             }
         }
         self.mirror = Mirror::Newest;
-        Ok(())
+        Ok(Written::Delta(cp.bytes.clone()))
     }
 
     /// `Action::Capture`: encode `state` for the peer, as a delta against

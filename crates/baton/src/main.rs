@@ -14,6 +14,7 @@ mod link;
 mod meta;
 mod remote_run;
 mod runner;
+mod store;
 mod units;
 mod worker;
 

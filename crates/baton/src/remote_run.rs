@@ -161,7 +161,7 @@ impl RemoteRun<'_> {
         let client = Client::bind(bind, identity, net)?;
         let module_digest = config.module.digest;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let worker = Worker::spawn(core, Arc::new(Semaphore::new(1)), done_tx);
+        let worker = Worker::spawn(core, None, Arc::new(Semaphore::new(1)), done_tx);
         let (link_tx, mut link_rx) = mpsc::unbounded_channel();
         let dialer = tokio::spawn(dial(Arc::new(client), agent, fingerprint, link_tx));
         let mut sigint = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;

@@ -13,11 +13,16 @@
 
 use std::sync::Arc;
 
-use baton_proto::{Action, Checkpoint, Digest, ExecutorEvent, PersistRequest, StateRef};
+use std::path::PathBuf;
+
+use baton_proto::{
+    Action, Checkpoint, Digest, ExecutorEvent, PersistRequest, Point, Record, StateRef,
+};
 use baton_task::{Program, State};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::exec::{ExecCore, ExecError};
+use crate::exec::{ExecCore, ExecError, Written};
+use crate::store::{StateBytes, StoreError, TaskLog};
 
 /// Something for the executor to do.
 pub enum Cmd {
@@ -86,6 +91,16 @@ pub enum Done {
     },
 }
 
+/// Where a side's persisted writes go when they must outlive the process:
+/// the task's log and, for module bytes, a file.
+pub struct Durable {
+    /// The task's log.
+    pub log: TaskLog,
+    /// Where module bytes received with a request are written (the agent's
+    /// module cache), before the request counts as durable.
+    pub module_path: Option<PathBuf>,
+}
+
 /// A handle on a task's executor.
 #[derive(Clone)]
 pub struct Worker {
@@ -97,22 +112,23 @@ impl Worker {
     /// commands of all workers sharing `permits` compute at once.
     pub fn spawn(
         core: ExecCore,
+        durable: Option<Durable>,
         permits: Arc<Semaphore>,
         done: mpsc::UnboundedSender<Done>,
     ) -> Worker {
         let (tx, mut rx) = mpsc::unbounded_channel::<Cmd>();
         tokio::spawn(async move {
-            let mut core = Some(core);
+            let mut core = Some((core, durable));
             while let Some(cmd) = rx.recv().await {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return; // the pool is closed: shutting down
                 };
                 let Some(c) = core.take() else { return };
                 let joined = tokio::task::spawn_blocking(move || {
-                    let mut c = c;
-                    let result = run(&mut c, cmd);
+                    let (mut c, mut d) = c;
+                    let result = run(&mut c, d.as_mut(), cmd);
                     drop(permit);
-                    (c, result)
+                    ((c, d), result)
                 })
                 .await;
                 let Ok((c, result)) = joined else {
@@ -167,7 +183,7 @@ impl Worker {
     }
 }
 
-fn run(core: &mut ExecCore, cmd: Cmd) -> Option<Done> {
+fn run(core: &mut ExecCore, durable: Option<&mut Durable>, cmd: Cmd) -> Option<Done> {
     match cmd {
         Cmd::Run { gen, from } => Some(Done::Exec {
             gen,
@@ -181,25 +197,81 @@ fn run(core: &mut ExecCore, cmd: Cmd) -> Option<Done> {
             Ok(cp) => Done::Captured(cp),
             Err(error) => Done::CaptureFailed { state, error },
         }),
-        Cmd::Persist { req, module } => {
-            let seq = req.seq;
-            let mut program = None;
-            if let Some(bytes) = &req.module {
-                match core.accept_module(bytes.as_bytes(), module) {
-                    Ok(p) => program = Some((p, bytes.as_bytes().to_vec())),
-                    Err(error) => return Some(Done::PersistFailed { error }),
-                }
-            }
-            if let Some(w) = &req.state {
-                if let Err(error) = core.persist(w) {
-                    return Some(Done::PersistFailed { error });
-                }
-            }
-            Some(Done::Persisted { seq, program })
-        }
+        Cmd::Persist { req, module } => Some(match persist(core, durable, &req, module) {
+            Ok(program) => Done::Persisted {
+                seq: req.seq,
+                program,
+            },
+            Err(error) => Done::PersistFailed { error },
+        }),
         Cmd::Stored(reply) => {
             let _ = reply.send(core.stored().map(|(r, s)| (r, s.clone())));
             None
         }
     }
+}
+
+/// Carries out one `Persist` request: module bytes checked (and written, if
+/// durable), the state made the store's, and everything appended to the
+/// log and fsynced before the request counts as done.
+fn persist(
+    core: &mut ExecCore,
+    durable: Option<&mut Durable>,
+    req: &PersistRequest,
+    module: Digest,
+) -> Result<Option<(Program, Vec<u8>)>, ExecError> {
+    let mut program = None;
+    if let Some(bytes) = &req.module {
+        let p = core.accept_module(bytes.as_bytes(), module)?;
+        if let Some(path) = durable.as_ref().and_then(|d| d.module_path.as_ref()) {
+            write_synced(path, bytes.as_bytes()).map_err(ExecError::Store)?;
+        }
+        program = Some((p, bytes.as_bytes().to_vec()));
+    }
+    let written = match &req.state {
+        Some(w) => core.persist(w)?,
+        None => Written::Nothing,
+    };
+    if let Some(d) = durable {
+        let record = match &req.record {
+            Record::Local(r) => r.encode(),
+            Record::Remote(r) => r.encode(),
+        };
+        let state = match &written {
+            Written::Full(b) => Some(StateBytes::Full(b.as_bytes())),
+            Written::Delta(b) => Some(StateBytes::Delta(b.as_bytes())),
+            Written::Nothing => None,
+        };
+        d.log
+            .append(&record, state, &req.output)
+            .map_err(ExecError::Store)?;
+        if d.log.wants_compaction() {
+            if let Some((_, st)) = core.stored() {
+                let keep = match &req.record {
+                    Record::Remote(r) => r.output_acked,
+                    Record::Local(_) => Point(u64::MAX),
+                };
+                // A failed compaction leaves the old log, still valid.
+                if let Err(e) = d.log.compact(st, &record, keep) {
+                    tracing::warn!(error = %e, "cannot compact a task's log");
+                }
+            }
+        }
+    }
+    Ok(program)
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let io = |source| StoreError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
 }
