@@ -9,8 +9,13 @@
 //! and draining on SIGTERM. A client sees and reaches only its own tasks:
 //! tasks are keyed by the client's certificate fingerprint.
 //!
-//! State is kept in memory: a task survives its client's disconnections
-//! but not the agent's own restart. It must not decide anything the stub
+//! Every task has a directory in the data dir
+//! (`tasks/<client fingerprint>/<BLAKE3 of the task id>/`, with `meta.json`
+//! and the log of [`crate::store`]): whatever the stub persists is fsynced
+//! there before the stub hears it is durable, so a task survives a kill -9
+//! of the agent; at start the agent brings back every task it finds, and
+//! one it is responsible for continues at once. A task's directory goes
+//! once its client has everything. It must not decide anything the stub
 //! decides.
 
 use std::collections::HashMap;
@@ -576,7 +581,9 @@ fn recover_tasks(data_dir: &Path) -> Vec<(TaskDirMeta, RecoveredTask)> {
                 Ok(None) => {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot recover a task; its files are kept"),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot recover a task; its files are kept")
+                }
             }
         }
     }
@@ -585,10 +592,9 @@ fn recover_tasks(data_dir: &Path) -> Vec<(TaskDirMeta, RecoveredTask)> {
 
 fn recover_task(dir: &Path) -> anyhow::Result<Option<(TaskDirMeta, RecoveredTask)>> {
     use anyhow::Context;
-    let meta: TaskDirMeta = serde_json::from_slice(
-        &std::fs::read(dir.join("meta.json")).context("meta.json")?,
-    )
-    .context("meta.json")?;
+    let meta: TaskDirMeta =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).context("meta.json")?)
+            .context("meta.json")?;
     let limits = baton_task::checkpoint::Limits {
         max_memory: meta.meta.max_memory,
         ..Default::default()
@@ -620,7 +626,6 @@ fn recover_task(dir: &Path) -> anyhow::Result<Option<(TaskDirMeta, RecoveredTask
 }
 
 /// Drives one task's remote stub until it is handed back.
-
 async fn task_actor(shared: Arc<Shared>, new: NewTask) {
     let NewTask {
         key,

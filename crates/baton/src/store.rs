@@ -417,11 +417,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (full, deltas) = history(5);
         let mut log = TaskLog::create(dir.path()).unwrap();
-        log.append(b"r0", Some(StateBytes::Full(&full)), &[]).unwrap();
+        log.append(b"r0", Some(StateBytes::Full(&full)), &[])
+            .unwrap();
         for (i, (d, _)) in deltas.iter().enumerate() {
             let rec = format!("r{}", i + 1);
-            log.append(rec.as_bytes(), Some(StateBytes::Delta(d)), &[out(i as u64 + 1)])
-                .unwrap();
+            log.append(
+                rec.as_bytes(),
+                Some(StateBytes::Delta(d)),
+                &[out(i as u64 + 1)],
+            )
+            .unwrap();
         }
         drop(log);
         let (_, rec) = TaskLog::open(dir.path(), &limits()).unwrap();
@@ -436,7 +441,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (full, deltas) = history(3);
         let mut log = TaskLog::create(dir.path()).unwrap();
-        log.append(b"r0", Some(StateBytes::Full(&full)), &[]).unwrap();
+        log.append(b"r0", Some(StateBytes::Full(&full)), &[])
+            .unwrap();
         log.append(b"r1", Some(StateBytes::Delta(&deltas[0].0)), &[])
             .unwrap();
         drop(log);
@@ -465,7 +471,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (full, deltas) = history(2);
         let mut log = TaskLog::create(dir.path()).unwrap();
-        log.append(b"r0", Some(StateBytes::Full(&full)), &[]).unwrap();
+        log.append(b"r0", Some(StateBytes::Full(&full)), &[])
+            .unwrap();
         log.append(b"r1", Some(StateBytes::Delta(&deltas[0].0)), &[out(1)])
             .unwrap();
         log.append(b"r2", Some(StateBytes::Delta(&deltas[1].0)), &[out(2)])
@@ -495,7 +502,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (full, deltas) = history(4);
         let mut log = TaskLog::create(dir.path()).unwrap();
-        log.append(b"r0", Some(StateBytes::Full(&full)), &[]).unwrap();
+        log.append(b"r0", Some(StateBytes::Full(&full)), &[])
+            .unwrap();
         for (d, _) in &deltas {
             log.append(b"r", Some(StateBytes::Delta(d)), &[]).unwrap();
         }

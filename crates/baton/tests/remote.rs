@@ -941,3 +941,85 @@ fn inspect_shows_an_agents_tasks() {
     assert_clean(&o, LONG);
     agent.stop();
 }
+
+// ---------------------------------------------------------------------------
+// crash safety of the agent (issue 5)
+// ---------------------------------------------------------------------------
+
+fn agent_killed_and_restarted_finishes_remotely_with(task: (&str, &[&str])) {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &[
+            "--responsible",
+            "remote",
+            "--disconnect-after",
+            "1s",
+            "--takeover-after",
+            "60s",
+        ],
+        task.0,
+        task.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("a remote point >= 30", EVENT_WAIT, |e| {
+        point_at(e, "remote", 30)
+    });
+    let agent = agent.kill9_and_restart(&["--allow-any-client"]);
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, task);
+    assert_finished(&events, "remote");
+    assert!(
+        named(&events, "resumed")
+            .iter()
+            .all(|e| e["where"] != "local"),
+        "the local side ran although the agent is responsible and came back:\n{}",
+        pretty(&events)
+    );
+    let down = index_of(&events, |e| is(e, "link") && e["state"] == "down")
+        .unwrap_or_else(|| panic!("the crash was not noticed:\n{}", pretty(&events)));
+    assert!(
+        events[down..]
+            .iter()
+            .any(|e| is(e, "reconnected") && e["point_remote"].as_u64().is_some_and(|p| p >= 30)),
+        "the restarted agent did not come back with the task's state:\n{}",
+        pretty(&events)
+    );
+    // Handed back: the agent forgets the task (bounded wait: it removes
+    // the directory once it hears that the client has everything).
+    let tasks = agent.data_dir().join("tasks");
+    let left = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|c| std::fs::read_dir(c.path()).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    while !left().is_empty() && start.elapsed() < Duration::from_secs(10) {
+        sleep(Duration::from_millis(50));
+    }
+    assert!(
+        left().is_empty(),
+        "task directories left after the hand-back: {:?}",
+        left()
+    );
+    agent.stop();
+}
+
+#[test]
+fn agent_killed_and_restarted_finishes_remotely() {
+    agent_killed_and_restarted_finishes_remotely_with(LONG);
+}
+
+#[test]
+fn agent_killed_and_restarted_finishes_remotely_big() {
+    agent_killed_and_restarted_finishes_remotely_with(BIG_LONG);
+}

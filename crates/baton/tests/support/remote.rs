@@ -46,11 +46,32 @@ impl TestAgent {
     /// and `--drain-timeout` (which `extra` may override), and waits
     /// (bounded) until it prints its fingerprint and address.
     pub fn start_with(extra: &[&str]) -> TestAgent {
-        let dir = tempdir();
+        TestAgent::start_in(tempdir(), "127.0.0.1:0", extra)
+    }
+
+    /// Kills the agent (SIGKILL) and starts a new one on the same address
+    /// and data dir, with the same options, as a machine restarting would.
+    pub fn kill9_and_restart(self, extra: &[&str]) -> TestAgent {
+        let mut me = self;
+        me.kill9();
+        let addr = me.addr.to_string();
+        let dir = tempfile::TempDir::new_in(std::env::temp_dir()).expect("tempdir");
+        // Move the data dir over (the old handle's directory goes away).
+        let data = me.dir.path().join("data");
+        std::fs::rename(&data, dir.path().join("data")).expect("move the data dir");
+        let fresh = TestAgent::start_in(dir, &addr, extra);
+        assert_eq!(
+            fresh.fingerprint, me.fingerprint,
+            "the restarted agent has another identity"
+        );
+        fresh
+    }
+
+    fn start_in(dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> TestAgent {
         let data = dir.path().join("data");
         let out = dir.path().join("agent.out");
         let err = dir.path().join("agent.err");
-        let mut cmd = baton(["agent", "--listen", "127.0.0.1:0", "--data-dir", s(&data)]);
+        let mut cmd = baton(["agent", "--listen", listen, "--data-dir", s(&data)]);
         if !extra.contains(&"--drain-timeout") {
             cmd.args(["--drain-timeout", "1s"]);
         }
