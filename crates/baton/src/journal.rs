@@ -63,6 +63,35 @@ pub struct TaskRecord {
     pub max_step_time_ms: Option<u64>,
     /// Whether `--wall-clock` was given.
     pub wall_clock: bool,
+    /// Set for a task extended onto an agent (`baton run --remote`): its
+    /// protocol state is in `log` instead of `base.ckpt` and `points.log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSpec>,
+}
+
+/// How a remote run was set up, for `baton resume` to re-attach.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteSpec {
+    /// `--remote` as given.
+    pub agent: String,
+    /// The pinned agent fingerprint.
+    pub fingerprint: String,
+    /// `--migrate`.
+    pub migrate: String,
+    /// `--responsible`.
+    pub responsible: String,
+    /// `--mode`.
+    pub mode: String,
+    /// `--disconnect-after` in milliseconds.
+    pub disconnect_after_ms: u64,
+    /// `--takeover-after` in milliseconds.
+    pub takeover_after_ms: u64,
+    /// Pre-copy on.
+    pub precopy: bool,
+    /// `--identity`, if given.
+    pub identity: Option<PathBuf>,
+    /// The virtual clock's start (for the agent's task settings).
+    pub clock_start_ns: Option<u64>,
 }
 
 /// What `finished.json` records.

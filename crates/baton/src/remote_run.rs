@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use baton_net::{Client, Fingerprint, Identity, NetConfig};
 use baton_proto::{
-    Action, Event as ProtoEvent, ExecutorEvent, LinkEvent, LocalConfig, LocalStub, Outcome, Side,
-    StateRef, Time,
+    Action, Event as ProtoEvent, ExecutorEvent, LinkEvent, LocalConfig, LocalRecord, LocalStub,
+    Outcome, Point, Side, StateRef, Time,
 };
 use baton_task::wasi::{OutStream, Preopen};
 use tokio::signal::unix::{signal, SignalKind};
@@ -30,9 +30,10 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::console::Console;
 use crate::events::{Event, EventLog};
 use crate::exec::{ExecCore, FailKind, OutputFrames};
+use crate::journal::{FinishRecord, Journal};
 use crate::link::{dial, LinkNews, Outbox};
 use crate::runner::Ending;
-use crate::worker::{Done, Worker};
+use crate::worker::{Cmd, Done, Durable, Worker};
 
 /// How often `point` events are written at most.
 const POINT_EVENT_EVERY: Duration = Duration::from_millis(100);
@@ -83,6 +84,13 @@ pub struct RemoteRun<'a> {
     /// is known to be the pinned one (or unreachable): a refused identity
     /// leaves stdout empty.
     pub init_output: Writes,
+    /// Set by `baton resume`: the journaled record and the newest point
+    /// whose output was shown.
+    pub resume: Option<(LocalRecord, Point)>,
+    /// Where persisted writes go (the task's journal log), if anywhere.
+    pub durable: Option<Durable>,
+    /// The task's journal, marked finished at the end.
+    pub journal: Option<&'a mut Journal>,
 }
 
 /// What the status line shows.
@@ -137,6 +145,9 @@ impl RemoteRun<'_> {
             module,
             capture,
             init_output,
+            resume,
+            durable,
+            mut journal,
         } = self;
         let mut init_output = Some(init_output);
         let write_out = |stream: OutStream, bytes: &[u8]| match &capture {
@@ -161,7 +172,7 @@ impl RemoteRun<'_> {
         let client = Client::bind(bind, identity, net)?;
         let module_digest = config.module.digest;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let worker = Worker::spawn(core, None, Arc::new(Semaphore::new(1)), done_tx);
+        let worker = Worker::spawn(core, durable, Arc::new(Semaphore::new(1)), done_tx);
         let (link_tx, mut link_rx) = mpsc::unbounded_channel();
         let dialer = tokio::spawn(dial(Arc::new(client), agent, fingerprint, link_tx));
         let mut sigint = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
@@ -172,10 +183,15 @@ impl RemoteRun<'_> {
                 task: id.to_string(),
                 at: "local".to_string(),
                 module,
-                resumed_from: None,
+                resumed_from: resume
+                    .as_ref()
+                    .map(|(r, _)| r.durable.map_or(0, |d| d.point.0)),
             })
             .context("cannot write to the events file")?;
-        let mut stub = LocalStub::new(config, now(), initial);
+        let mut stub = match resume {
+            Some((record, delivered)) => LocalStub::recover(config, now(), record, delivered),
+            None => LocalStub::new(config, now(), initial),
+        };
         let mut gen = 0u64;
         let mut link: Option<(u64, Outbox)> = None;
         let mut status = Status::default();
@@ -196,6 +212,9 @@ impl RemoteRun<'_> {
                         for (stream, bytes) in OutputFrames::parse(chunk.bytes.as_bytes()) {
                             write_out(stream, bytes);
                         }
+                        // Shown first, noted second: a crash in between shows
+                        // this chunk again on resume, never loses it.
+                        worker.send(Cmd::Delivered(chunk.point));
                     }
                     Some(Action::Finish { state, outcome }) => {
                         flush_init(&mut init_output);
@@ -235,7 +254,18 @@ impl RemoteRun<'_> {
             }
             if let Some((state, outcome)) = finish {
                 let on = status.finished_on.unwrap_or(Side::Local);
-                break finish_task(&worker, events, console, preopens, state, outcome, on).await?;
+                let ending =
+                    finish_task(&worker, events, console, preopens, state, outcome, on).await;
+                if let (Ok(Ending::Finished(code)), Some(j), Some(st)) =
+                    (&ending, journal.as_deref_mut(), state)
+                {
+                    j.write_finished(&FinishRecord {
+                        exit_status: *code,
+                        points: st.point.0,
+                        digest: st.digest.to_string(),
+                    })?;
+                }
+                break ending?;
             }
             draw_status(console, id, &stub, &status, &agent_text, pinned_local);
             // 4. Wait for the next input or deadline.

@@ -10,6 +10,7 @@
 //! kind 2  full     a full checkpoint
 //! kind 3  delta    a delta checkpoint against the state before it
 //! kind 4  output   one output chunk: [point: u64 LE][bytes]
+//! kind 5  delivered  the local side showed the output through this point: [u64 LE]
 //! ```
 //!
 //! A request is appended as its state, its outputs, then its record, and
@@ -40,6 +41,7 @@ const KIND_RECORD: u8 = 1;
 const KIND_FULL: u8 = 2;
 const KIND_DELTA: u8 = 3;
 const KIND_OUTPUT: u8 = 4;
+const KIND_DELIVERED: u8 = 5;
 const HEADER: usize = 9;
 /// Largest entry accepted when reading (a full 4 GiB memory plus room).
 const MAX_ENTRY: u64 = (4 << 30) + (64 << 20);
@@ -93,6 +95,8 @@ pub struct Recovered {
     /// What was wrong, for the user (a cut tail, a state that did not
     /// apply).
     pub damage: Option<String>,
+    /// The newest point whose output the local side showed.
+    pub delivered: Point,
 }
 
 /// One task's log, open for appending.
@@ -104,6 +108,8 @@ pub struct TaskLog {
     full_len: u64,
     /// Outputs in the log, for compaction (the caller says which to keep).
     outputs: Vec<OutputChunk>,
+    /// The newest delivered point noted, kept across compaction.
+    delivered: Point,
 }
 
 fn entry(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
@@ -151,6 +157,7 @@ impl TaskLog {
             len: 0,
             full_len: 0,
             outputs: Vec::new(),
+            delivered: Point(0),
         })
     }
 
@@ -186,6 +193,7 @@ impl TaskLog {
             len: good,
             full_len,
             outputs: rec.outputs.clone(),
+            delivered: rec.delivered,
         };
         log.seek_end()?;
         Ok((log, rec))
@@ -235,6 +243,22 @@ impl TaskLog {
         Ok(())
     }
 
+    /// Notes that the output through `point` was shown to the user. Not
+    /// synced by itself: the next [`Self::append`] syncs it, so a crash can
+    /// show the output of the last moments again, never lose it.
+    ///
+    /// # Errors
+    ///
+    /// The write failed.
+    pub fn append_delivered(&mut self, point: Point) -> Result<(), StoreError> {
+        let buf = entry(KIND_DELIVERED, &[&point.0.to_le_bytes()]);
+        let path = self.dir.join("log");
+        self.file.write_all(&buf).map_err(io_err(&path))?;
+        self.len += buf.len() as u64;
+        self.delivered = self.delivered.max(point);
+        Ok(())
+    }
+
     /// Whether the log has grown enough to be rewritten.
     pub fn wants_compaction(&self) -> bool {
         self.len > COMPACT_MIN.max(self.full_len.saturating_mul(COMPACT_FACTOR))
@@ -276,6 +300,7 @@ impl TaskLog {
                 &[&o.point.0.to_le_bytes(), o.bytes.as_bytes()],
             ));
         }
+        buf.extend_from_slice(&entry(KIND_DELIVERED, &[&self.delivered.0.to_le_bytes()]));
         buf.extend_from_slice(&entry(KIND_RECORD, &[record]));
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(&buf).map_err(io_err(&tmp))?;
@@ -358,6 +383,13 @@ fn replay(bytes: &[u8], limits: &checkpoint::Limits) -> (u64, u64, Recovered) {
                 rec.record = Some(payload.to_vec());
                 Ok(())
             }
+            KIND_DELIVERED => match <[u8; 8]>::try_from(payload) {
+                Ok(n) => {
+                    rec.delivered = rec.delivered.max(Point(u64::from_le_bytes(n)));
+                    Ok(())
+                }
+                Err(_) => Err("a delivered mark of the wrong size".into()),
+            },
             other => Err(format!("an entry of unknown kind {other}")),
         };
         if let Err(e) = step {
@@ -511,12 +543,14 @@ mod tests {
         let (mut log, rec) = TaskLog::open(dir.path(), &limits()).unwrap();
         let (r, state) = rec.state.unwrap();
         log.append(b"r5", None, &[out(3), out(4)]).unwrap();
+        log.append_delivered(Point(3)).unwrap();
         log.compact(&state, b"compacted", Point(3)).unwrap();
         drop(log);
         let (_, rec) = TaskLog::open(dir.path(), &limits()).unwrap();
         assert_eq!(rec.record.as_deref(), Some(&b"compacted"[..]));
         assert_eq!(rec.state.map(|(s, _)| s), Some(r));
         assert_eq!(rec.outputs.len(), 1);
+        assert_eq!(rec.delivered, Point(3));
         assert!(!dir.path().join("log.tmp").exists());
     }
 }

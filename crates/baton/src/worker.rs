@@ -52,6 +52,9 @@ pub enum Cmd {
         /// The announced module digest (for module bytes in the request).
         module: Digest,
     },
+    /// The output through this point was shown to the user (noted in the
+    /// durable log, if any, in order with the writes).
+    Delivered(Point),
     /// Hands over the newest stored state (for writing back files at the
     /// end, or status).
     Stored(oneshot::Sender<Option<(StateRef, State)>>),
@@ -206,6 +209,15 @@ fn run(core: &mut ExecCore, durable: Option<&mut Durable>, cmd: Cmd) -> Option<D
         }),
         Cmd::Stored(reply) => {
             let _ = reply.send(core.stored().map(|(r, s)| (r, s.clone())));
+            None
+        }
+        Cmd::Delivered(point) => {
+            if let Some(d) = durable {
+                if let Err(e) = d.log.append_delivered(point) {
+                    // Not fatal: after a crash that output shows again.
+                    tracing::warn!(error = %e, "cannot note delivered output");
+                }
+            }
             None
         }
     }

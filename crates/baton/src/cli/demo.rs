@@ -449,6 +449,9 @@ pub(crate) async fn run_part(
             .lock()
             .map(|v| vec![(OutStream::Stdout, v.clone())])
             .unwrap_or_default(),
+        resume: None,
+        durable: None,
+        journal: None,
     };
     let drive = run.drive_async();
     tokio::pin!(drive);

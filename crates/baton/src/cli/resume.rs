@@ -15,7 +15,7 @@ use clap::Args;
 use crate::cli::run::interrupted_hint;
 use crate::console::Console;
 use crate::events::EventLog;
-use crate::journal::{default_state_dir, Journal};
+use crate::journal::{default_state_dir, Journal, RemoteSpec};
 use crate::runner::{catch_interrupt, Ending, Run};
 
 /// Options of `baton resume`.
@@ -69,6 +69,20 @@ impl ResumeArgs {
             max_memory: record.max_memory,
             max_step_time: record.max_step_time_ms.map(Duration::from_millis),
         };
+        if let Some(spec) = record.remote.clone() {
+            return resume_remote(
+                &self.id,
+                &mut journal,
+                &record,
+                spec,
+                engine,
+                program,
+                bytes,
+                limits,
+                self.events.as_deref(),
+                start,
+            );
+        }
         let (state, warning) = journal.load_newest(&DecodeLimits {
             max_memory: record.max_memory,
             ..DecodeLimits::default()
@@ -119,4 +133,132 @@ impl ResumeArgs {
         }
         Ok(ending)
     }
+}
+
+/// Continues a remote run from its journal: the protocol log gives the
+/// newest state held here, the local stub's record and how far output was
+/// shown; the task re-attaches to its agent (which may have gone on with
+/// it meanwhile) or carries on here, as the stub decides.
+#[allow(clippy::too_many_arguments)]
+fn resume_remote(
+    id: &str,
+    journal: &mut Journal,
+    record: &crate::journal::TaskRecord,
+    spec: RemoteSpec,
+    engine: Engine,
+    program: baton_task::Program,
+    module: Vec<u8>,
+    limits: Limits,
+    events_path: Option<&std::path::Path>,
+    start: Instant,
+) -> Result<Ending> {
+    use std::sync::Arc;
+
+    use baton_proto::policy::{Migrate, ModeChoice, Responsible};
+    use baton_proto::{Blob, LocalConfig, LocalRecord, ModuleRef, Timing};
+
+    use crate::exec::{wire_digest, ExecCore};
+    use crate::meta::TaskMeta;
+    use crate::remote_run::RemoteRun;
+    use crate::store::TaskLog;
+    use crate::worker::Durable;
+
+    let console = Console::global().clone();
+    let dir = journal.dir().to_path_buf();
+    let decode = DecodeLimits {
+        max_memory: record.max_memory,
+        ..DecodeLimits::default()
+    };
+    let (log, rec) = TaskLog::open(&dir, &decode)?;
+    if let Some(d) = &rec.damage {
+        console.line(&format!(
+            "baton: warning: the journal of {id} was damaged ({d}); going on from its newest intact point (the damaged bytes are in {})",
+            dir.join("log.damaged").display()
+        ));
+    }
+    let Some(bytes) = rec.record else {
+        anyhow::bail!("the journal of {id} holds no record; it cannot be resumed");
+    };
+    let mut local =
+        LocalRecord::decode(&bytes).with_context(|| format!("the journal of {id} is damaged"))?;
+    let Some((at, state)) = rec.state else {
+        anyhow::bail!("the journal of {id} holds no state; it cannot be resumed");
+    };
+    local.durable = Some(at);
+    let clock = if record.wall_clock {
+        ClockMode::Wall
+    } else {
+        ClockMode::Virtual {
+            start_realtime_ns: spec.clock_start_ns.unwrap_or(0),
+        }
+    };
+    let mut core = ExecCore::empty(engine, Some(program.clone()), clock, limits);
+    core.set_stored(at, state);
+    let target = crate::cli::run::resolve_remote(
+        &spec.agent,
+        Some(&spec.fingerprint),
+        spec.identity.as_ref(),
+    )?;
+    let mut cfg = LocalConfig::new(
+        baton_proto::TaskId(id.to_string()),
+        ModuleRef {
+            digest: wire_digest(program.digest()),
+            size: module.len() as u64,
+        },
+        Blob::from(module),
+    );
+    let disconnect_after = Duration::from_millis(spec.disconnect_after_ms);
+    cfg.timing = Timing::new(
+        disconnect_after,
+        Duration::from_millis(spec.takeover_after_ms),
+    );
+    cfg.migrate = Arc::new(spec.migrate.parse::<Migrate>()?);
+    cfg.responsible = Arc::new(spec.responsible.parse::<Responsible>()?);
+    cfg.mode = Arc::new(spec.mode.parse::<ModeChoice>()?);
+    cfg.precopy = spec.precopy;
+    cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
+    let preopens: Vec<Preopen> = record
+        .dirs
+        .iter()
+        .map(|(host, guest)| Preopen {
+            host: host.clone(),
+            guest: guest.clone(),
+        })
+        .collect();
+    let mut events = match events_path {
+        Some(path) => EventLog::open(path, start)
+            .with_context(|| format!("cannot open events file {}", path.display()))?,
+        None => EventLog::none(start),
+    };
+    console.line(&format!(
+        "baton: resuming task {id} from point {} here (output shown through point {}), re-attaching to {}",
+        at.point, rec.delivered, spec.agent
+    ));
+    let ending = RemoteRun {
+        id,
+        agent: target.addr,
+        fingerprint: target.fingerprint,
+        identity: target.identity,
+        net: baton_net::NetConfig::with_disconnect_after(disconnect_after),
+        config: cfg,
+        core,
+        initial: at,
+        events: &mut events,
+        console: &console,
+        preopens: &preopens,
+        module: program.digest().to_string(),
+        capture: None,
+        init_output: Vec::new(),
+        resume: Some((local, rec.delivered)),
+        durable: Some(Durable {
+            log,
+            module_path: None,
+        }),
+        journal: Some(journal),
+    }
+    .drive()?;
+    if let Ending::Interrupted(p) = ending {
+        interrupted_hint(&console, id, p, true);
+    }
+    Ok(ending)
 }

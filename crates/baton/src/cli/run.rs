@@ -16,17 +16,21 @@ use clap::Args;
 
 use baton_net::{Fingerprint, Identity, KnownAgents, NetConfig, Role};
 use baton_proto::policy::{Migrate, ModeChoice, Responsible};
-use baton_proto::{Blob, LocalConfig, ModuleRef, Timing};
+use baton_proto::{
+    Agreement, Assignment, Blob, Epoch, LocalConfig, LocalRecord, ModuleRef, Side, Timing,
+};
 
 use crate::cli::identity::{config_dir, identity_dir};
 use crate::console::Console;
 use crate::events::EventLog;
 use crate::exec::{wire_digest, ExecCore};
-use crate::journal::{check_id, Journal, TaskRecord};
+use crate::journal::{check_id, default_state_dir, Journal, RemoteSpec, TaskRecord};
 use crate::meta::TaskMeta;
 use crate::remote_run::RemoteRun;
 use crate::runner::{catch_interrupt, Ending, Run};
+use crate::store::{StateBytes, TaskLog};
 use crate::units::{parse_bytes, parse_duration};
+use crate::worker::Durable;
 
 /// Largest stdin read at task creation.
 const MAX_STDIN: u64 = 256 * 1024 * 1024;
@@ -116,9 +120,6 @@ impl RunArgs {
     /// Bad options, an unreadable or rejected module, a task failure.
     pub fn execute(self) -> Result<Ending> {
         let start = Instant::now();
-        if self.remote.is_some() && self.state_dir.is_some() {
-            bail!("--state-dir cannot be combined with --remote yet: journaling a remote run comes with crash-safe client journals");
-        }
         let remote = match &self.remote {
             Some(addr) => Some(RemoteTarget::resolve(
                 addr,
@@ -142,7 +143,14 @@ impl RunArgs {
             }
             None => make_id(&name),
         };
-        if let Some(dir) = &self.state_dir {
+        // A remote run is always journaled (the agent may hold the only
+        // copy of the task's progress while this side is away).
+        let state_dir = match (&self.state_dir, &self.remote) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, Some(_)) => Some(default_state_dir()?),
+            (None, None) => None,
+        };
+        if let Some(dir) = &state_dir {
             Journal::check_free(dir, &id)?;
         }
         let preopens = parse_dirs(&self.dirs)?;
@@ -197,8 +205,33 @@ impl RunArgs {
                     }
                 })
             };
-            let task = Task::create(&engine, &program, config, sink)?;
+            let mut task = Task::create(&engine, &program, config, sink)?;
             let init_output = init.lock().map(|v| v.clone()).unwrap_or_default();
+            let base = task.checkpoint()?;
+            let spec = RemoteSpec {
+                agent: self.remote.clone().unwrap_or_default(),
+                fingerprint: target.fingerprint.to_string(),
+                migrate: self.migrate.clone(),
+                responsible: self.responsible.clone(),
+                mode: self.mode.clone(),
+                disconnect_after_ms: self.disconnect_after.as_millis() as u64,
+                takeover_after_ms: self.takeover_after.as_millis() as u64,
+                precopy: !self.no_precopy,
+                identity: self.identity.clone(),
+                clock_start_ns: match clock {
+                    ClockMode::Virtual { start_realtime_ns } => Some(start_realtime_ns),
+                    ClockMode::Wall => None,
+                },
+            };
+            let Some(dir) = &state_dir else {
+                bail!("a remote run needs a state directory");
+            };
+            let mut journal = Journal::create(
+                dir,
+                self.task_record(&id, &program, &preopens, Some(spec)),
+                &bytes,
+                &base,
+            )?;
             let (core, initial) =
                 ExecCore::with_task(engine, program.clone(), clock, limits, task)?;
             let mut cfg = LocalConfig::new(
@@ -215,8 +248,12 @@ impl RunArgs {
             cfg.mode = Arc::new(self.mode.parse::<ModeChoice>()?);
             cfg.precopy = !self.no_precopy;
             cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
+            let durable = start_log(journal.dir(), &cfg, initial, &base)?;
             if console.shows_status() || self.name.is_none() {
-                console.line(&format!("baton: task {id}, extending onto {}", target.addr));
+                console.line(&format!(
+                    "baton: task {id}, extending onto {}; if it stops, continue it with `baton resume {id}`",
+                    target.addr
+                ));
             }
             let ending = RemoteRun {
                 id: &id,
@@ -233,34 +270,23 @@ impl RunArgs {
                 module: program.digest().to_string(),
                 capture: None,
                 init_output,
+                resume: None,
+                durable: Some(durable),
+                journal: Some(&mut journal),
             }
             .drive()?;
             if let Ending::Interrupted(point) = ending {
-                console.line(&format!(
-                    "baton: stopped near point {point}; a remote run cannot be resumed yet"
-                ));
+                interrupted_hint(&console, &id, point, true);
             }
             return Ok(ending);
         }
         let mut task = Task::create(&engine, &program, config, console.sink())?;
-        let mut journal = match &self.state_dir {
+        let mut journal = match &state_dir {
             Some(dir) => {
                 let base = task.checkpoint()?;
                 Some(Journal::create(
                     dir,
-                    TaskRecord {
-                        version: 1,
-                        id: id.clone(),
-                        module_path: self.module.display().to_string(),
-                        module_digest: program.digest().to_string(),
-                        dirs: preopens
-                            .iter()
-                            .map(|p| (p.host.clone(), p.guest.clone()))
-                            .collect(),
-                        max_memory: self.max_memory,
-                        max_step_time_ms: self.max_step_time.map(|d| d.as_millis() as u64),
-                        wall_clock: self.wall_clock,
-                    },
+                    self.task_record(&id, &program, &preopens, None),
                     &bytes,
                     &base,
                 )?)
@@ -289,11 +315,86 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    /// What the journal records about how the task was started.
+    fn task_record(
+        &self,
+        id: &str,
+        program: &baton_task::Program,
+        preopens: &[Preopen],
+        remote: Option<RemoteSpec>,
+    ) -> TaskRecord {
+        TaskRecord {
+            version: 1,
+            id: id.to_string(),
+            module_path: self.module.display().to_string(),
+            module_digest: program.digest().to_string(),
+            dirs: preopens
+                .iter()
+                .map(|p| (p.host.clone(), p.guest.clone()))
+                .collect(),
+            max_memory: self.max_memory,
+            max_step_time_ms: self.max_step_time.map(|d| d.as_millis() as u64),
+            wall_clock: self.wall_clock,
+            remote,
+        }
+    }
+}
+
+/// Starts the protocol log of a remote run in its journal directory: the
+/// state at point 0 and the record a new local stub starts from (so that a
+/// crash before the first write still resumes).
+fn start_log(
+    dir: &Path,
+    cfg: &LocalConfig,
+    initial: baton_proto::StateRef,
+    base: &baton_task::Checkpoint,
+) -> Result<Durable> {
+    let mut log = TaskLog::create(dir)?;
+    let mode = cfg.mode.choose(Side::Local, Side::Local);
+    let record = LocalRecord {
+        agreement: Agreement {
+            epoch: Epoch(0),
+            assignment: Assignment::local(mode),
+            anchor: Some(initial),
+        },
+        takeover: false,
+        minted: 0,
+        pending: None,
+        durable: Some(initial),
+        finished: None,
+        pinned_local: false,
+    };
+    log.append(&record.encode(), Some(StateBytes::Full(&base.bytes)), &[])?;
+    Ok(Durable {
+        log,
+        module_path: None,
+    })
+}
+
 /// The agent to extend onto, resolved from the options.
-struct RemoteTarget {
-    addr: SocketAddr,
-    fingerprint: Fingerprint,
-    identity: Identity,
+pub struct RemoteTarget {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its pinned identity.
+    pub fingerprint: Fingerprint,
+    /// Our identity.
+    pub identity: Identity,
+}
+
+/// Resolves `--remote`, `--agent-fingerprint` and `--identity` (for `baton
+/// resume` of a remote run too).
+///
+/// # Errors
+///
+/// An address that does not resolve, an unknown agent identity, an
+/// unusable client identity.
+pub fn resolve_remote(
+    addr: &str,
+    fp: Option<&str>,
+    identity: Option<&PathBuf>,
+) -> Result<RemoteTarget> {
+    RemoteTarget::resolve(addr, fp, identity)
 }
 
 impl RemoteTarget {

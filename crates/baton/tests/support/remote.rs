@@ -225,7 +225,8 @@ impl ClientHome {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut cmd = baton(args);
-        cmd.env("BATON_CONFIG_DIR", self.config());
+        cmd.env("BATON_CONFIG_DIR", self.config())
+            .env("XDG_STATE_HOME", self.path("state"));
         cmd
     }
 
