@@ -1023,3 +1023,60 @@ fn agent_killed_and_restarted_finishes_remotely() {
 fn agent_killed_and_restarted_finishes_remotely_big() {
     agent_killed_and_restarted_finishes_remotely_with(BIG_LONG);
 }
+
+// ---------------------------------------------------------------------------
+// crash safety of the client (issue 5)
+// ---------------------------------------------------------------------------
+
+fn client_killed_and_resumed_with(options: &[&str], task: (&str, &[&str])) {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let mut opts = vec!["--name", "crashy"];
+    opts.extend_from_slice(options);
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &opts,
+        task.0,
+        task.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("a remote point >= 30", EVENT_WAIT, |e| {
+        point_at(e, "remote", 30)
+    });
+    let first = r.kill9();
+    let ev2 = home.path("events2.jsonl");
+    let o = run(home.baton(["resume", "crashy", "--events", s(&ev2)]));
+    o.assert_code(0);
+    let events = read_events(&ev2);
+    eprintln!("events of the resume:\n{}", pretty(&events));
+    assert!(
+        o.stderr.contains("resuming task crashy"),
+        "no resume line:\n{}",
+        o.stderr
+    );
+    let want = local_output(task.0, task.1);
+    assert_pieces_add_up(&[first, o.stdout.clone()], &want);
+    // Resuming a finished task says so and changes nothing.
+    let again = run(home.baton(["resume", "crashy"]));
+    again.assert_code(0);
+    assert!(again.stdout.is_empty(), "output shown twice");
+    agent.stop();
+}
+
+#[test]
+fn client_killed_and_resumed_while_the_agent_is_responsible() {
+    client_killed_and_resumed_with(&["--responsible", "remote"], LONG);
+}
+
+#[test]
+fn client_killed_and_resumed_while_it_is_responsible() {
+    client_killed_and_resumed_with(&["--responsible", "local", "--mode", "sync"], LONG);
+}
+
+#[test]
+fn client_killed_and_resumed_big() {
+    client_killed_and_resumed_with(&["--responsible", "remote"], BIG_LONG);
+}

@@ -373,6 +373,14 @@ impl Running {
 
     /// Waits (bounded by [`PROCESS_TIMEOUT`]) for the run to end and
     /// returns its output and all its events.
+    /// Kills the run at once (SIGKILL), as a crash would, and returns what
+    /// it had written to stdout by then.
+    pub fn kill9(mut self) -> Vec<u8> {
+        signal(&self.child, libc::SIGKILL);
+        let status = wait_bounded(&mut self.child, PROCESS_TIMEOUT, "killed baton run");
+        self.cap.read(status).stdout
+    }
+
     pub fn finish(mut self) -> (Output, Vec<Value>) {
         let status = wait_bounded(&mut self.child, PROCESS_TIMEOUT, "baton run --remote");
         let o = self.cap.read(status);
@@ -442,4 +450,43 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// Checks that the output of a run's pieces (a run killed, its resumes)
+/// adds up to `want`: each piece continues where the last one stopped, and
+/// may repeat at most the last line shown before a crash (shown, then the
+/// crash came before it was noted as shown: documented).
+pub fn assert_pieces_add_up(pieces: &[Vec<u8>], want: &[u8]) {
+    let mut at = 0usize; // how much of `want` has been shown
+    for (i, piece) in pieces.iter().enumerate() {
+        // Where the last line shown so far starts: a piece may start there
+        // (repeating it) or right at `at`.
+        let last_line = match want[..at].strip_suffix(b"\n") {
+            Some(before) => before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1),
+            None => want[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1),
+        };
+        let start = (last_line..=at)
+            .rev()
+            .find(|&s| want[s..].starts_with(piece))
+            .unwrap_or_else(|| {
+                panic!(
+                    "piece {i} does not continue the output at byte {at}:\n--- piece ---\n{}\n--- expected from there ---\n{}",
+                    String::from_utf8_lossy(piece),
+                    String::from_utf8_lossy(&want[at..])
+                )
+            });
+        at = at.max(start + piece.len());
+    }
+    assert_eq!(
+        at,
+        want.len(),
+        "the pieces end before the output does; missing:\n{}",
+        String::from_utf8_lossy(&want[at..])
+    );
 }
