@@ -1080,3 +1080,100 @@ fn client_killed_and_resumed_while_it_is_responsible() {
 fn client_killed_and_resumed_big() {
     client_killed_and_resumed_with(&["--responsible", "remote"], BIG_LONG);
 }
+
+/// A small deterministic generator for the kill schedule (printed, so a
+/// failing schedule can be read back from the test's output).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[test]
+fn twenty_kills_of_either_side_at_random_moments_lose_nothing() {
+    const KILLS: usize = 20;
+    // BATON_TEST_SEED=<n> replays or varies the schedule.
+    let seed = std::env::var("BATON_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_0005u64);
+    let mut rng = Lcg(seed);
+    let mut agent = TestAgent::start();
+    let home = ClientHome::new();
+    // Long enough (about 15 s of work) for all twenty kills to land mid-run.
+    let task: (&str, &[&str]) = ("nbody.wasm", &["1500", "100000"]);
+    let mut pieces = Vec::new();
+    let mut schedule = Vec::new();
+    let ev0 = home.path("events-0.jsonl");
+    let mut running = Some(Running::spawn(
+        home.remote_run(
+            &agent.addr_text(),
+            &agent.fingerprint,
+            &ev0,
+            &[
+                "--name",
+                "kills",
+                "--responsible",
+                "remote",
+                "--disconnect-after",
+                "500ms",
+                "--takeover-after",
+                "60s",
+            ],
+            task.0,
+            task.1,
+        ),
+        &ev0,
+    ));
+    for k in 0..KILLS {
+        let Some(mut r) = running.take() else { break };
+        // Let the task make some progress first (bounded), then wait a
+        // random moment.
+        r.wait_event("the run to start", EVENT_WAIT, |e| is(e, "started"));
+        let delay = 150 + rng.next(700);
+        sleep(Duration::from_millis(delay));
+        if r.child.try_wait().expect("try_wait").is_some() {
+            // Finished before this kill.
+            let (o, _) = r.finish();
+            pieces.push(o.stdout);
+            break;
+        }
+        if rng.next(2) == 0 {
+            schedule.push(format!("{k}: agent after {delay} ms"));
+            agent = agent.kill9_and_restart(&["--allow-any-client"]);
+            running = Some(r);
+        } else {
+            schedule.push(format!("{k}: client after {delay} ms"));
+            pieces.push(r.kill9());
+            let ev = home.path(&format!("events-{}.jsonl", k + 1));
+            let cmd = home.baton(["resume", "kills", "--events", s(&ev)]);
+            running = Some(Running::spawn(cmd, &ev));
+        }
+    }
+    eprintln!("seed {seed:#x}, kills:\n{}", schedule.join("\n"));
+    assert_eq!(
+        schedule.len(),
+        KILLS,
+        "the task finished before all the kills landed"
+    );
+    if let Some(r) = running.take() {
+        let (o, events) = r.finish();
+        assert_eq!(
+            o.code(),
+            0,
+            "the last run failed:\n{}\n{}",
+            o.stderr,
+            pretty(&events)
+        );
+        pieces.push(o.stdout);
+    }
+    let want = local_output(task.0, task.1);
+    assert_pieces_add_up(&pieces, &want);
+    agent.stop();
+}
