@@ -55,8 +55,10 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Continue a task journaled with --state-dir from its newest point.
     Resume(cli::resume::ResumeArgs),
-    /// Summarise a checkpoint file or journaled tasks.
+    /// Summarise a checkpoint file, journaled tasks or an agent's data dir.
     Inspect(cli::inspect::InspectArgs),
+    /// List journaled tasks: where each runs, its point, its state.
+    List(cli::list::ListArgs),
     /// Show baton at work on example tasks.
     Demo(cli::demo::DemoArgs),
     /// Serve tasks that clients extend onto this machine.
@@ -105,7 +107,7 @@ fn main() -> ExitCode {
 
     if matches!(
         cli.command,
-        Command::Inspect(_) | Command::Demo(_) | Command::BenchRemote(_)
+        Command::Inspect(_) | Command::List(_) | Command::Demo(_) | Command::BenchRemote(_)
     ) {
         // These only print: when the reader goes away (`| head`), end
         // quietly as other Unix tools do, instead of failing on every line.
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args.execute().map(Some),
         Command::Resume(args) => args.execute().map(Some),
         Command::Inspect(args) => args.execute().map(|()| None),
+        Command::List(args) => args.execute().map(|()| None),
         Command::Demo(args) => args.execute().map(|()| None),
         Command::Agent(args) => args.execute().map(|()| None),
         Command::Identity(args) => args.execute().map(|()| None),

@@ -208,6 +208,21 @@ impl TaskLog {
         Ok(())
     }
 
+    /// Reads what the log in `dir` holds without changing anything (for
+    /// listings: a damaged tail is reported, not cut).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read.
+    pub fn read(dir: &Path, limits: &checkpoint::Limits) -> Result<Recovered, StoreError> {
+        let path = dir.join("log");
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io_err(&path))?;
+        Ok(replay(&bytes, limits).2)
+    }
+
     /// Appends one request (state, outputs, then the record) and fsyncs.
     ///
     /// # Errors

@@ -1047,6 +1047,12 @@ fn client_killed_and_resumed_with(options: &[&str], task: (&str, &[&str])) {
         point_at(e, "remote", 30)
     });
     let first = r.kill9();
+    let listed = run(home.baton(["list"]));
+    listed.assert_code(0);
+    let text = listed.out();
+    for part in ["crashy", "remote 127.0.0.1:", "stopped"] {
+        assert!(text.contains(part), "baton list lacks `{part}`:\n{text}");
+    }
     let ev2 = home.path("events2.jsonl");
     let o = run(home.baton(["resume", "crashy", "--events", s(&ev2)]));
     o.assert_code(0);

@@ -117,6 +117,81 @@ fn show_agent(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// One journaled task, as `baton list` shows it.
+pub struct TaskLine {
+    /// The task's id.
+    pub id: String,
+    /// `local`, or the agent it extends onto.
+    pub kind: String,
+    /// Where it runs (remote runs: the agreed executor, and who is
+    /// responsible).
+    pub runs: String,
+    /// The newest point journaled here.
+    pub point: Option<u64>,
+    /// finished / stopped (resumable).
+    pub state: String,
+}
+
+/// Summarises one journaled task without changing its journal.
+///
+/// # Errors
+///
+/// An unreadable or damaged journal.
+pub fn task_line(state_dir: &std::path::Path, id: &str) -> Result<TaskLine> {
+    let journal = Journal::open_to_read(state_dir, id)?;
+    let r = journal.record();
+    let state = match journal.finished()? {
+        Some(f) => format!("finished, status {}", f.exit_status),
+        None => "stopped: `baton resume` continues it".to_string(),
+    };
+    let limits = checkpoint::Limits {
+        max_memory: r.max_memory,
+        ..Default::default()
+    };
+    match &r.remote {
+        Some(spec) => {
+            let rec = crate::store::TaskLog::read(journal.dir(), &limits)?;
+            let local = rec
+                .record
+                .as_deref()
+                .and_then(|b| baton_proto::LocalRecord::decode(b).ok());
+            let runs = match &local {
+                Some(l) => format!(
+                    "{} executes, {} responsible",
+                    l.agreement.assignment.executor.as_str(),
+                    l.agreement.assignment.responsible.as_str()
+                ),
+                None => "-".to_string(),
+            };
+            Ok(TaskLine {
+                id: id.to_string(),
+                kind: format!("remote {}", spec.agent),
+                runs,
+                point: rec.state.map(|(s, _)| s.point.0),
+                state,
+            })
+        }
+        None => {
+            let log = std::fs::read(journal.dir().join("points.log")).unwrap_or_default();
+            let (_, newest) = scan_log(&log);
+            let point = match newest {
+                Some(s) => Some(s.point),
+                None => std::fs::read(journal.dir().join("base.ckpt"))
+                    .ok()
+                    .and_then(|b| checkpoint::summarize(&b).ok())
+                    .map(|s| s.point),
+            };
+            Ok(TaskLine {
+                id: id.to_string(),
+                kind: "local".to_string(),
+                runs: "here".to_string(),
+                point,
+                state,
+            })
+        }
+    }
+}
+
 fn show_task(state_dir: &std::path::Path, id: &str) -> Result<()> {
     let journal = Journal::open_to_read(state_dir, id)?;
     let r = journal.record();
@@ -126,6 +201,17 @@ fn show_task(state_dir: &std::path::Path, id: &str) -> Result<()> {
         r.module_path,
         &r.module_digest[..12.min(r.module_digest.len())]
     );
+    if let Some(spec) = &r.remote {
+        let line = task_line(state_dir, id)?;
+        println!("remote     {} ({})", spec.agent, spec.fingerprint);
+        println!("runs       {}", line.runs);
+        println!(
+            "point      {} (newest held here)",
+            line.point.map_or("-".to_string(), |p| p.to_string())
+        );
+        println!("state      {}", line.state);
+        return Ok(());
+    }
     match journal.finished()? {
         Some(f) => println!(
             "state      finished at point {} with status {} (digest {})",

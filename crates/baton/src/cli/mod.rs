@@ -6,5 +6,6 @@ pub mod bench;
 pub mod demo;
 pub mod identity;
 pub mod inspect;
+pub mod list;
 pub mod resume;
 pub mod run;
