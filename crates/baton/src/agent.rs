@@ -576,13 +576,27 @@ fn recover_tasks(data_dir: &Path) -> Vec<(TaskDirMeta, RecoveredTask)> {
         };
         for t in tasks.flatten() {
             let dir = t.path();
+            if t.file_name().to_string_lossy().contains('.') {
+                continue; // set aside by an earlier start
+            }
             match recover_task(&dir) {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
                 Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot recover a task; its files are kept")
+                    // Its client still has its own copy and will send it
+                    // again; keep these files for a person, out of the way.
+                    let stamp = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    let aside = dir.with_extension(format!("damaged-{stamp}"));
+                    let _ = std::fs::rename(&dir, &aside);
+                    eprintln!(
+                        "baton: warning: cannot recover a task from {} ({e:#}); its files are set aside there, and its client's copy will be used",
+                        aside.display()
+                    );
                 }
             }
         }
@@ -601,7 +615,11 @@ fn recover_task(dir: &Path) -> anyhow::Result<Option<(TaskDirMeta, RecoveredTask
     };
     let (log, rec) = TaskLog::open(dir, &limits)?;
     if let Some(d) = &rec.damage {
-        tracing::warn!(dir = %dir.display(), damage = %d, "a task's log was damaged; going on from its newest intact state");
+        eprintln!(
+            "baton: warning: the log of task {} was damaged ({d}); going on from its newest intact state (the damaged bytes are in {})",
+            meta.task,
+            dir.join("log.damaged").display()
+        );
     }
     let Some(bytes) = rec.record else {
         return Ok(None); // created, never written: nothing to keep

@@ -1183,3 +1183,130 @@ fn twenty_kills_of_either_side_at_random_moments_lose_nothing() {
     assert_pieces_add_up(&pieces, &want);
     agent.stop();
 }
+
+// ---------------------------------------------------------------------------
+// damaged storage (issue 5)
+// ---------------------------------------------------------------------------
+
+/// The one task directory in an agent's data dir.
+fn agent_task_dir(agent: &TestAgent) -> std::path::PathBuf {
+    let tasks = agent.data_dir().join("tasks");
+    let dirs: Vec<_> = std::fs::read_dir(&tasks)
+        .expect("tasks dir")
+        .flatten()
+        .flat_map(|c| std::fs::read_dir(c.path()).expect("client dir").flatten())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "task dirs: {dirs:?}");
+    dirs[0].clone()
+}
+
+/// Runs `task` on the agent (responsible), kills the agent mid-run,
+/// damages its files with `damage`, restarts it: the task must finish with
+/// identical output, and the agent must say what it found.
+fn agent_storage_damaged(damage: impl Fn(&std::path::Path), says: &str) {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &[
+            "--responsible",
+            "remote",
+            "--disconnect-after",
+            "500ms",
+            "--takeover-after",
+            "60s",
+        ],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("a remote point >= 40", EVENT_WAIT, |e| {
+        point_at(e, "remote", 40)
+    });
+    let mut agent = agent;
+    agent.kill9();
+    damage(&agent_task_dir(&agent));
+    let agent = agent.restart_killed(&["--allow-any-client"]);
+    let (o, events) = r.finish();
+    eprintln!("events:\n{}", pretty(&events));
+    assert_clean(&o, LONG);
+    let err = agent.stderr();
+    assert!(err.contains(says), "the agent did not say `{says}`:\n{err}");
+    agent.stop();
+}
+
+#[test]
+fn a_damaged_agent_log_falls_back_to_an_older_point() {
+    agent_storage_damaged(
+        |dir| {
+            let log = dir.join("log");
+            let mut bytes = std::fs::read(&log).expect("log");
+            let at = bytes.len() * 2 / 3;
+            bytes[at] ^= 0x55;
+            std::fs::write(&log, bytes).expect("write log");
+        },
+        "was damaged",
+    );
+}
+
+#[test]
+fn an_unreadable_agent_task_is_set_aside_and_the_clients_copy_used() {
+    agent_storage_damaged(
+        |dir| std::fs::write(dir.join("meta.json"), b"{ not json").expect("write"),
+        "set aside",
+    );
+}
+
+#[test]
+fn a_torn_client_journal_resumes_from_its_newest_intact_point() {
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--name", "torn", "--responsible", "remote"],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("a remote point >= 40", EVENT_WAIT, |e| {
+        point_at(e, "remote", 40)
+    });
+    let first = r.kill9();
+    // Tear the log's last entry, as a crash in the middle of a write
+    // leaves it (everything before it was written whole).
+    let log = home.path("state").join("baton").join("torn").join("log");
+    let bytes = std::fs::read(&log).expect("client log");
+    std::fs::write(&log, &bytes[..bytes.len() - 5]).expect("cut");
+    let o = run(home.baton(["resume", "torn"]));
+    o.assert_code(0);
+    assert!(
+        o.stderr.contains("was damaged"),
+        "no warning about the damage:\n{}",
+        o.stderr
+    );
+    // Output may repeat from the older point on, never go missing or
+    // change: the killed run showed a prefix, the resume shows a suffix,
+    // and together they cover the whole.
+    let want = local_output(LONG.0, LONG.1);
+    assert!(
+        want.starts_with(&first),
+        "the first run's output is not a prefix"
+    );
+    assert!(
+        want.ends_with(&o.stdout),
+        "the resumed output is not the end of the task's output:\n{}",
+        o.out()
+    );
+    assert!(
+        first.len() + o.stdout.len() >= want.len(),
+        "output went missing"
+    );
+    agent.stop();
+}

@@ -619,6 +619,12 @@ impl LocalStub {
         self.session_agreed = false;
         self.module_sent = false;
         self.core.ship.reset();
+        if summary.epoch == Epoch(0) && summary.durable.is_none() && summary.reached.is_none() {
+            // The remote holds nothing at all (its store was lost or set
+            // aside): it cannot have agreed to anything, so there is no
+            // older epoch of its own to wait for; it starts afresh.
+            self.peer_floor = Epoch(0);
+        }
         self.on_summary(now, seq, echo, summary);
         // A proposal of an earlier session is settled now: the remote either
         // recorded it (its epoch says so) or never will (proposals are only

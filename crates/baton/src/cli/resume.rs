@@ -185,6 +185,13 @@ fn resume_remote(
         anyhow::bail!("the journal of {id} holds no state; it cannot be resumed");
     };
     local.durable = Some(at);
+    if rec.damage.is_some() {
+        // Session ids and epochs minted in the lost tail may have reached
+        // the agent already; minting them again would be refused forever
+        // (fencing). Skip far past anything the lost tail could have held.
+        local.minted = local.minted.saturating_add(1 << 20);
+        local.pending = None;
+    }
     let clock = if record.wall_clock {
         ClockMode::Wall
     } else {

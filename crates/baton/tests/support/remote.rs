@@ -54,6 +54,12 @@ impl TestAgent {
     pub fn kill9_and_restart(self, extra: &[&str]) -> TestAgent {
         let mut me = self;
         me.kill9();
+        me.restart_killed(extra)
+    }
+
+    /// Starts a new agent on the address and data dir of this killed one.
+    pub fn restart_killed(self, extra: &[&str]) -> TestAgent {
+        let me = self;
         let addr = me.addr.to_string();
         let dir = tempfile::TempDir::new_in(std::env::temp_dir()).expect("tempdir");
         // Move the data dir over (the old handle's directory goes away).
