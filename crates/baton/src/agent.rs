@@ -81,6 +81,98 @@ pub struct AgentOptions {
     /// The transport's idle timeout on the agent's side (the client's
     /// shorter one wins).
     pub idle_timeout: Duration,
+    /// How long the result of a task that finished here is kept for a
+    /// client that does not come back for it.
+    pub retention: Duration,
+}
+
+/// Takes the data dir's lock: one agent (or `baton agent gc`) at a time.
+///
+/// # Errors
+///
+/// Another process holds it, or the file cannot be opened.
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let locked = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
+    };
+    if locked != 0 {
+        anyhow::bail!(
+            "{} is in use by another baton agent (or gc); stop it first",
+            dir.display()
+        );
+    }
+    Ok(file)
+}
+
+/// What [`gc`] removed.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Finished tasks whose results waited longer than the retention.
+    pub finished: usize,
+    /// Directories set aside as damaged.
+    pub damaged: usize,
+}
+
+/// Removes, from an agent's data dir that no agent is using: results of
+/// tasks that finished more than `older_than` ago and were never fetched,
+/// and task directories set aside as damaged.
+///
+/// # Errors
+///
+/// The data dir is in use or cannot be read.
+pub fn gc(data_dir: &Path, older_than: Duration) -> anyhow::Result<GcReport> {
+    let _lock = lock_data_dir(data_dir)?;
+    let mut report = GcReport::default();
+    let Ok(clients) = std::fs::read_dir(data_dir.join("tasks")) else {
+        return Ok(report);
+    };
+    for client in clients.flatten() {
+        let Ok(tasks) = std::fs::read_dir(client.path()) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let dir = t.path();
+            if t.file_name().to_string_lossy().contains(".damaged-") {
+                if std::fs::remove_dir_all(&dir).is_ok() {
+                    report.damaged += 1;
+                }
+                continue;
+            }
+            if finished_and_expired(&dir, older_than) && std::fs::remove_dir_all(&dir).is_ok() {
+                report.finished += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Whether the task in `dir` finished here and its log has not changed for
+/// longer than `older_than`.
+fn finished_and_expired(dir: &Path, older_than: Duration) -> bool {
+    let log = dir.join("log");
+    let age = std::fs::metadata(&log)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    if age.is_none_or(|a| a < older_than) {
+        return false;
+    }
+    let Ok(rec) = TaskLog::read(dir, &baton_task::checkpoint::Limits::default()) else {
+        return false;
+    };
+    rec.record
+        .as_deref()
+        .and_then(|b| RemoteRecord::decode(b).ok())
+        .is_some_and(|r| r.finished.is_some())
 }
 
 /// A running agent.
@@ -92,6 +184,7 @@ pub struct RunningAgent {
     shared: Arc<Shared>,
     endpoint: Arc<Agent>,
     accept: tokio::task::JoinHandle<()>,
+    _lock: std::fs::File,
 }
 
 enum TaskInput {
@@ -192,6 +285,7 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
     use anyhow::Context;
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
+    let lock = lock_data_dir(&opts.data_dir)?;
     let identity = Identity::load_or_create(&opts.data_dir.join("identity"), Role::Agent)?;
     let fp_path = opts.data_dir.join("fingerprint");
     std::fs::write(&fp_path, format!("{}\n", identity.fingerprint()))
@@ -213,6 +307,10 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         next_conn: AtomicU64::new(1),
         ended: watch::channel(0).0,
     });
+    let expired = gc_expired(&shared.data_dir, opts.retention);
+    if expired > 0 {
+        tracing::info!(expired, "results kept past the retention were removed");
+    }
     let restarted = recover_tasks(&shared.data_dir);
     if !restarted.is_empty() {
         tracing::info!(tasks = restarted.len(), "tasks recovered from the data dir");
@@ -266,6 +364,7 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         shared,
         endpoint,
         accept,
+        _lock: lock,
     })
 }
 
@@ -561,6 +660,31 @@ fn create_task_dir(dir: &Path, meta: &TaskDirMeta) -> Result<TaskLog, StoreError
     crate::journal::write_atomic(&dir.join("meta.json"), &text)
         .map_err(|e| io(std::io::Error::other(e.to_string())))?;
     TaskLog::create(dir)
+}
+
+/// Removes results of finished tasks kept longer than `retention` (the
+/// agent holds the data dir's lock already).
+fn gc_expired(data_dir: &Path, retention: Duration) -> usize {
+    let mut n = 0;
+    let Ok(clients) = std::fs::read_dir(data_dir.join("tasks")) else {
+        return 0;
+    };
+    for client in clients.flatten() {
+        for t in std::fs::read_dir(client.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = t.path();
+            if !t.file_name().to_string_lossy().contains('.')
+                && finished_and_expired(&dir, retention)
+                && std::fs::remove_dir_all(&dir).is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// Reads back every task an earlier run of the agent left in `data_dir`.

@@ -81,9 +81,15 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap's message is several lines; the contract is one.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("bad command line");
-            let first = first.trim().trim_start_matches("error:").trim();
-            eprintln!("baton: error: {first} (see `baton --help`)");
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("bad command line");
+            let first = first.trim_start_matches("error:").trim();
+            // "…were not provided:" names them on the next line.
+            let line = match (first.ends_with(':'), lines.next()) {
+                (true, Some(next)) => format!("{first} {next}"),
+                _ => first.to_string(),
+            };
+            eprintln!("baton: error: {line} (see `baton --help`)");
             return ExitCode::from(EXIT_ERROR);
         }
     };

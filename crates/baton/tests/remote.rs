@@ -1204,7 +1204,7 @@ fn agent_task_dir(agent: &TestAgent) -> std::path::PathBuf {
 /// Runs `task` on the agent (responsible), kills the agent mid-run,
 /// damages its files with `damage`, restarts it: the task must finish with
 /// identical output, and the agent must say what it found.
-fn agent_storage_damaged(damage: impl Fn(&std::path::Path), says: &str) {
+fn agent_storage_damaged(damage: impl Fn(&std::path::Path), says: &str) -> tempfile::TempDir {
     let agent = TestAgent::start();
     let home = ClientHome::new();
     let ev = home.path("events.jsonl");
@@ -1236,12 +1236,12 @@ fn agent_storage_damaged(damage: impl Fn(&std::path::Path), says: &str) {
     assert_clean(&o, LONG);
     let err = agent.stderr();
     assert!(err.contains(says), "the agent did not say `{says}`:\n{err}");
-    agent.stop();
+    agent.stop_keeping_dir()
 }
 
 #[test]
 fn a_damaged_agent_log_falls_back_to_an_older_point() {
-    agent_storage_damaged(
+    let _ = agent_storage_damaged(
         |dir| {
             let log = dir.join("log");
             let mut bytes = std::fs::read(&log).expect("log");
@@ -1255,10 +1255,37 @@ fn a_damaged_agent_log_falls_back_to_an_older_point() {
 
 #[test]
 fn an_unreadable_agent_task_is_set_aside_and_the_clients_copy_used() {
-    agent_storage_damaged(
+    let data = agent_storage_damaged(
         |dir| std::fs::write(dir.join("meta.json"), b"{ not json").expect("write"),
         "set aside",
     );
+    // `baton agent gc` clears what was set aside (the agent is stopped).
+    let o = run(baton([
+        "agent",
+        "gc",
+        "--data-dir",
+        s(&data.path().join("data")),
+    ]));
+    o.assert_code(0);
+    assert!(o.out().contains("1 damaged"), "{}", o.out());
+}
+
+#[test]
+fn one_data_dir_serves_one_agent_at_a_time() {
+    let agent = TestAgent::start();
+    let o = run(baton([
+        "agent",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-any-client",
+        "--data-dir",
+        s(&agent.data_dir()),
+    ]));
+    o.assert_code(EXIT_ERROR);
+    assert!(o.the_error_line().contains("in use"), "{}", o.stderr);
+    let gc = run(baton(["agent", "gc", "--data-dir", s(&agent.data_dir())]));
+    gc.assert_code(EXIT_ERROR);
+    agent.stop();
 }
 
 #[test]

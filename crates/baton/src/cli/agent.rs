@@ -22,13 +22,17 @@ use crate::units::{parse_bytes, parse_duration};
 
 /// Options of `baton agent`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AgentArgs {
+    /// Maintenance of a data dir instead of serving.
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
     /// Address to listen on (UDP), e.g. 0.0.0.0:7070 or 127.0.0.1:0 for any free port.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: SocketAddr,
-    /// Directory for the agent's identity (made on first start), fingerprint and module cache.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the agent's identity (made on first start), fingerprint, module cache and tasks.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub data_dir: Option<PathBuf>,
     /// Admit only clients whose fingerprints are listed in this file (one `sha256:<hex>` per line).
     #[arg(long, value_name = "FILE", conflicts_with = "allow_any_client")]
     pub authorized_clients: Option<PathBuf>,
@@ -53,6 +57,23 @@ pub struct AgentArgs {
     /// On SIGTERM, how long to wait for connected clients to take their tasks back.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// How long the result of a task that finished here waits for its client (removed at the next start after that).
+    #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = parse_duration)]
+    pub retention: Duration,
+}
+
+/// `baton agent <ACTION>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentAction {
+    /// Remove, from a data dir no agent is using, results never fetched for longer than --older-than and task files set aside as damaged.
+    Gc {
+        /// The agent's data dir.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Remove results of tasks that finished at least this long ago.
+        #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = parse_duration)]
+        older_than: Duration,
+    },
 }
 
 impl AgentArgs {
@@ -62,6 +83,24 @@ impl AgentArgs {
     ///
     /// Bad options, an unusable data dir or identity, an address in use.
     pub fn execute(self) -> Result<()> {
+        if let Some(AgentAction::Gc {
+            data_dir,
+            older_than,
+        }) = &self.action
+        {
+            let r = agent::gc(data_dir, *older_than)?;
+            println!(
+                "removed {} finished result(s) older than {}s and {} damaged task dir(s) from {}",
+                r.finished,
+                older_than.as_secs(),
+                r.damaged,
+                data_dir.display()
+            );
+            return Ok(());
+        }
+        let (Some(listen), Some(data_dir)) = (self.listen, self.data_dir.clone()) else {
+            anyhow::bail!("baton agent needs --listen and --data-dir");
+        };
         let policy = match (&self.authorized_clients, self.allow_any_client) {
             (Some(path), _) => ClientPolicy::Authorized(AuthorizedClients::load(path)?),
             (None, true) => {
@@ -78,8 +117,8 @@ impl AgentArgs {
                 .unwrap_or(1)
         });
         let opts = AgentOptions {
-            listen: self.listen,
-            data_dir: self.data_dir,
+            listen,
+            data_dir,
             policy,
             workers,
             limits: AgentLimits {
@@ -89,6 +128,7 @@ impl AgentArgs {
                 max_module_size: self.max_module_size,
             },
             idle_timeout: Duration::from_secs(60),
+            retention: self.retention,
         };
         let drain = self.drain_timeout;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -114,7 +154,7 @@ impl AgentArgs {
             let left = running.shutdown(drain).await;
             if left > 0 {
                 Console::global().line(&format!(
-                    "baton: warning: {left} task(s) were not handed back (their clients are away); they are lost with this agent"
+                    "baton: {left} task(s) were not handed back (their clients are away); they stay in the data dir and continue when an agent starts on it again"
                 ));
             }
             Ok(())

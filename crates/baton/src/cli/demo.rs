@@ -164,6 +164,7 @@ impl Lab {
                 workers: 1,
                 limits: AgentLimits::default(),
                 idle_timeout: Duration::from_secs(60),
+                retention: Duration::from_secs(3600),
             })?;
             let relay = Relay::start(agent.addr).context("cannot start the relay")?;
             Ok::<_, anyhow::Error>((agent, relay))

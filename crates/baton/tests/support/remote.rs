@@ -158,9 +158,24 @@ impl TestAgent {
         self.stopped = true;
     }
 
+    /// Like [`Self::stop`], and hands over its directory (data dir under
+    /// `data/`) for a look afterwards.
+    pub fn stop_keeping_dir(self) -> tempfile::TempDir {
+        let mut me = self;
+        me.stop_in_place();
+        let dir = tempfile::TempDir::new_in(std::env::temp_dir()).expect("tempdir");
+        std::fs::rename(me.dir.path().join("data"), dir.path().join("data"))
+            .expect("move the data dir");
+        dir
+    }
+
     /// Stops the agent with SIGTERM and waits (bounded) for it to exit;
     /// fails the test if it was already gone or does not exit in time.
     pub fn stop(mut self) {
+        self.stop_in_place();
+    }
+
+    fn stop_in_place(&mut self) {
         assert!(
             self.is_alive(),
             "the agent died during the test; stderr:\n{}",
