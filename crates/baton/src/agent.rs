@@ -84,6 +84,9 @@ pub struct AgentOptions {
     /// How long the result of a task that finished here is kept for a
     /// client that does not come back for it.
     pub retention: Duration,
+    /// Keep tasks in memory only (no task directories): for benchmarks
+    /// that measure what the store costs.
+    pub ephemeral: bool,
 }
 
 /// Takes the data dir's lock: one agent (or `baton agent gc`) at a time.
@@ -260,6 +263,7 @@ struct Shared {
     programs: Mutex<HashMap<Digest, Program>>,
     tasks: Mutex<HashMap<TaskKey, TaskHandle>>,
     draining: AtomicBool,
+    ephemeral: bool,
     next_conn: AtomicU64,
     /// Bumped whenever a task ends (for drain waits).
     ended: watch::Sender<u64>,
@@ -304,6 +308,7 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         programs: Mutex::default(),
         tasks: Mutex::default(),
         draining: AtomicBool::new(false),
+        ephemeral: opts.ephemeral,
         next_conn: AtomicU64::new(1),
         ended: watch::channel(0).0,
     });
@@ -311,7 +316,11 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
     if expired > 0 {
         tracing::info!(expired, "results kept past the retention were removed");
     }
-    let restarted = recover_tasks(&shared.data_dir);
+    let restarted = if shared.ephemeral {
+        Vec::new()
+    } else {
+        recover_tasks(&shared.data_dir)
+    };
     if !restarted.is_empty() {
         tracing::info!(tasks = restarted.len(), "tasks recovered from the data dir");
     }
@@ -369,6 +378,11 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
 }
 
 impl RunningAgent {
+    /// How many tasks it holds.
+    pub fn task_count(&self) -> usize {
+        self.shared.tasks().len()
+    }
+
     /// Hands every task back to its client (those connected), waiting at
     /// most `timeout`, then stops accepting and closes every connection.
     /// Returns the number of tasks still held when it gave up.
@@ -767,6 +781,90 @@ fn recover_task(dir: &Path) -> anyhow::Result<Option<(TaskDirMeta, RecoveredTask
     )))
 }
 
+/// Writes `count` tasks of `module` (at point 0, this side and the client
+/// having agreed that the client executes and is responsible) into
+/// `data_dir` as an agent leaves them, for measuring restarts. Returns the
+/// bytes written.
+///
+/// # Errors
+///
+/// The task cannot be created or the files written.
+pub(crate) fn write_parked_tasks(
+    engine: &Engine,
+    data_dir: &Path,
+    module: &[u8],
+    name: &str,
+    args: &[&str],
+    count: usize,
+) -> anyhow::Result<u64> {
+    use baton_proto::message::WireTiming;
+    use baton_proto::{Agreement, Assignment, Epoch, Mode};
+    let program = engine.load(module)?;
+    let mut cfg = baton_task::TaskConfig::new(name);
+    cfg.host.args = std::iter::once(name)
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect();
+    let mut task =
+        baton_task::Task::create(engine, &program, cfg, Box::new(baton_task::wasi::Discard))?;
+    let full = task.checkpoint()?;
+    let at = StateRef::new(
+        baton_proto::Point(full.point),
+        crate::exec::wire_digest(full.digest),
+    );
+    let digest = crate::exec::wire_digest(program.digest());
+    std::fs::create_dir_all(data_dir.join("modules"))?;
+    std::fs::write(
+        data_dir.join("modules").join(format!("{digest}.wasm")),
+        module,
+    )?;
+    let client = Identity::generate(Role::Client)?.fingerprint();
+    let record = RemoteRecord {
+        agreement: Agreement {
+            epoch: Epoch(2),
+            assignment: Assignment::local(Mode::Sync),
+            anchor: Some(at),
+        },
+        durable: Some(at),
+        output_acked: baton_proto::Point(0),
+        finished: None,
+        handed_back: false,
+        has_module: true,
+        timing: WireTiming {
+            heartbeat_nanos: 500_000_000,
+            disconnect_after_nanos: 2_000_000_000,
+        },
+    }
+    .encode();
+    let mut total = 0;
+    for i in 0..count {
+        let id = format!("parked-{i}");
+        let dir = task_dir(data_dir, &client, &id);
+        let meta = TaskDirMeta {
+            client: client.to_string(),
+            task: id,
+            module: baton_proto::ModuleRef {
+                digest,
+                size: module.len() as u64,
+            },
+            meta: TaskMeta::new(
+                baton_task::Limits::default(),
+                baton_task::wasi::ClockMode::Virtual {
+                    start_realtime_ns: 0,
+                },
+            ),
+        };
+        let mut log = create_task_dir(&dir, &meta)?;
+        log.append(
+            &record,
+            Some(crate::store::StateBytes::Full(&full.bytes)),
+            &[],
+        )?;
+        total += std::fs::metadata(dir.join("log"))?.len();
+    }
+    Ok(total)
+}
+
 /// Drives one task's remote stub until it is handed back.
 async fn task_actor(shared: Arc<Shared>, new: NewTask) {
     let NewTask {
@@ -815,8 +913,9 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
             }
             tracing::info!(task = %task.0, point = ?r.record.durable.map(|d| d.point), "task recovered from the data dir");
             let stub = RemoteStub::recover(cfg, now(), r.record, r.outputs);
-            (r.log, stub)
+            (Some(r.log), stub)
         }
+        None if shared.ephemeral => (None, RemoteStub::new(cfg, now())),
         None => {
             let dir_meta = TaskDirMeta {
                 client: key.0.to_string(),
@@ -827,7 +926,7 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
             let d = dir.clone();
             let made = tokio::task::spawn_blocking(move || create_task_dir(&d, &dir_meta)).await;
             match made {
-                Ok(Ok(log)) => (log, RemoteStub::new(cfg, now())),
+                Ok(Ok(log)) => (Some(log), RemoteStub::new(cfg, now())),
                 Ok(Err(e)) => {
                     tracing::error!(task = %task.0, error = %e, "cannot make the task's directory; task refused");
                     shared.tasks().remove(&key);
@@ -839,11 +938,11 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
         }
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let durable = Durable {
+    let durable = log.map(|log| Durable {
         log,
         module_path: Some(module_path(&shared, &module.digest)),
-    };
-    let worker = Worker::spawn(core, Some(durable), shared.permits.clone(), done_tx);
+    });
+    let worker = Worker::spawn(core, durable, shared.permits.clone(), done_tx);
     let mut link: Option<(u64, Outbox)> = None;
     let mut gen = 0u64;
     let name = task.0.clone();
@@ -956,7 +1055,7 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
             _ = sleep => stub.handle_timeout(now()),
         }
     }
-    if stub.is_handed_back() || forget {
+    if (stub.is_handed_back() || forget) && !shared.ephemeral {
         // The client has everything (or the task was dropped): nothing of
         // it needs to survive a restart.
         let d = dir.clone();

@@ -129,6 +129,7 @@ impl AgentArgs {
             },
             idle_timeout: Duration::from_secs(60),
             retention: self.retention,
+            ephemeral: false,
         };
         let drain = self.drain_timeout;
         let rt = tokio::runtime::Builder::new_multi_thread()

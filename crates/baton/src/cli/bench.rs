@@ -34,6 +34,121 @@ pub struct BenchArgs {
     pub runs: usize,
 }
 
+/// One task's run times: name, local, remote sync, remote async (seconds).
+type Overhead = (String, f64, f64, f64);
+
+/// Total run time of two tasks, local vs remote sync vs remote async, with
+/// the client's journal on or off (the lab's agent decides its own store).
+async fn overhead(lab: &Lab, engine: &Engine, runs: usize, journal: bool) -> Result<Vec<Overhead>> {
+    let mut out = Vec::new();
+    for (module, name, args) in [
+        (NBODY, "nbody.wasm", ["100", "100000"]),
+        (BIGSTATE, "bigstate.wasm", ["48", "100"]),
+    ] {
+        let mut local = Vec::new();
+        let mut cols = Vec::new();
+        for mode in [ModeChoice::Sync, ModeChoice::Async] {
+            let mut v = Vec::new();
+            for _ in 0..runs {
+                let mut p = part(module, name, &args);
+                p.mode = mode;
+                p.journal = journal;
+                p.responsible = if mode == ModeChoice::Sync {
+                    Responsible::Local
+                } else {
+                    Responsible::Remote
+                };
+                let r = run_part(0, &p, engine, lab).await?;
+                if !r.same {
+                    bail!("{name}: output differs from a local run");
+                }
+                v.push(r.total);
+                local.push(r.reference_ms / 1000.0);
+            }
+            cols.push(median(v));
+        }
+        out.push((
+            format!("{name} {}", args.join(" ")),
+            median(local),
+            cols[0],
+            cols[1],
+        ));
+    }
+    Ok(out)
+}
+
+fn print_overhead(rows: &[Overhead]) {
+    println!(
+        "   {:<28}  {:>9}  {:>12}  {:>12}",
+        "task", "local", "remote sync", "remote async"
+    );
+    for (name, l, sync, asyn) in rows {
+        println!(
+            "   {:<28}  {:>7.2} s  {:>7.2} s ×{:.2}  {:>7.2} s ×{:.2}",
+            name,
+            l,
+            sync,
+            sync / l,
+            asyn,
+            asyn / l
+        );
+    }
+}
+
+/// How long an agent takes to start on a data dir holding many tasks:
+/// 100 small ones (pi) and 10 of 48 MiB (bigstate), written as an agent
+/// would have left them, this side responsible (so that nothing starts
+/// executing and the figure is the recovery alone).
+fn restart_time() -> Result<()> {
+    use crate::agent::{self, AgentLimits, AgentOptions};
+    use baton_net::ClientPolicy;
+
+    println!("\n5. agent restart with many tasks in its data dir (median of 3 starts)");
+    let engine = Engine::with_step_limits(false)?;
+    for (module, name, args, count) in [
+        (PI, "pi.wasm", vec!["50", "1000"], 100usize),
+        (BIGSTATE, "bigstate.wasm", vec!["48", "10", "256"], 10),
+    ] {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-bench-restart-")
+            .tempdir()?;
+        let data = dir.path().join("agent");
+        let bytes = agent::write_parked_tasks(&engine, &data, module, name, &args, count)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let running = rt.block_on(async {
+                agent::start(AgentOptions {
+                    listen: "127.0.0.1:0".parse()?,
+                    data_dir: data.clone(),
+                    policy: ClientPolicy::AllowAny,
+                    workers: 1,
+                    limits: AgentLimits::default(),
+                    idle_timeout: Duration::from_secs(60),
+                    retention: Duration::from_secs(3600),
+                    ephemeral: false,
+                })
+            })?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            let held = running.task_count();
+            if held != count {
+                bail!("{held} of {count} tasks came back");
+            }
+            let _ = rt.block_on(running.shutdown(Duration::ZERO));
+        }
+        println!(
+            "   {count:>4} × {name:<14} ({} on disk)  {:>8.1} ms",
+            crate::units::human_bytes(bytes),
+            median(times)
+        );
+    }
+    Ok(())
+}
+
 fn part(module: &'static [u8], name: &'static str, args: &[&str]) -> Part {
     Part {
         title: "",
@@ -51,6 +166,7 @@ fn part(module: &'static [u8], name: &'static str, args: &[&str]) -> Part {
         // Straight to the agent: the relay forwards in user space and would
         // measure itself.
         via_relay: false,
+        journal: true,
     }
 }
 
@@ -66,10 +182,36 @@ impl BenchArgs {
     ///
     /// A run fails or gives a wrong result.
     pub fn execute(self) -> Result<()> {
-        Lab::run(|lab| Box::pin(self.run(lab)))
+        let runs = self.runs.max(1);
+        let on = Lab::run(false, |lab| Box::pin(self.run(lab)))?;
+        Lab::run(true, |lab| {
+            Box::pin(async move {
+                let engine = Engine::with_step_limits(false)?;
+                let off = overhead(lab, &engine, runs, false).await?;
+                println!("\n4. the cost of durability: the runs of 3 with the agent's store and the client's journal off, median of {runs}");
+                println!(
+                    "   {:<28}  {:>22}  {:>22}",
+                    "task", "sync: on / off", "async: on / off"
+                );
+                for (a, b) in on.iter().zip(&off) {
+                    println!(
+                        "   {:<28}  {:>7.2} / {:>5.2} s ×{:.2}  {:>7.2} / {:>5.2} s ×{:.2}",
+                        a.0,
+                        a.2,
+                        b.2,
+                        a.2 / b.2,
+                        a.3,
+                        b.3,
+                        a.3 / b.3
+                    );
+                }
+                Ok(())
+            })
+        })?;
+        restart_time()
     }
 
-    async fn run(self, lab: &Lab) -> Result<()> {
+    async fn run(self, lab: &Lab) -> Result<Vec<Overhead>> {
         let engine = Engine::with_step_limits(false)?;
         let runs = self.runs.max(1);
         let mut n = 0;
@@ -147,44 +289,9 @@ impl BenchArgs {
             );
         }
 
-        println!("\n3. total run time, median of {runs} (local = the same steps in-process, no protocol)");
-        println!(
-            "   {:<28}  {:>9}  {:>12}  {:>12}",
-            "task", "local", "remote sync", "remote async"
-        );
-        for (module, name, args) in [
-            (NBODY, "nbody.wasm", ["100", "100000"]),
-            (BIGSTATE, "bigstate.wasm", ["48", "100"]),
-        ] {
-            let mut local = Vec::new();
-            let mut cols = Vec::new();
-            for mode in [ModeChoice::Sync, ModeChoice::Async] {
-                let mut v = Vec::new();
-                for _ in 0..runs {
-                    let mut p = part(module, name, &args);
-                    p.mode = mode;
-                    p.responsible = if mode == ModeChoice::Sync {
-                        Responsible::Local
-                    } else {
-                        Responsible::Remote
-                    };
-                    let r = go(p).await?;
-                    v.push(r.total);
-                    local.push(r.reference_ms / 1000.0);
-                }
-                cols.push(median(v));
-            }
-            let l = median(local);
-            println!(
-                "   {:<28}  {:>7.2} s  {:>7.2} s ×{:.2}  {:>7.2} s ×{:.2}",
-                format!("{name} {}", args.join(" ")),
-                l,
-                cols[0],
-                cols[0] / l,
-                cols[1],
-                cols[1] / l
-            );
-        }
-        Ok(())
+        println!("\n3. total run time, median of {runs} (local = the same steps in-process, no protocol; both stores on)");
+        let on = overhead(lab, &engine, runs, true).await?;
+        print_overhead(&on);
+        Ok(on)
     }
 }

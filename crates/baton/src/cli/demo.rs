@@ -21,6 +21,7 @@ use baton_net::relay::Relay;
 use baton_net::{ClientPolicy, Identity, NetConfig, Role};
 use baton_proto::policy::{Migrate, ModeChoice, Responsible};
 use baton_proto::{Blob, LocalConfig, ModuleRef, TaskId, Timing};
+use baton_task::checkpoint;
 use baton_task::wasi::{ClockMode, OutStream, OutputSink};
 use baton_task::{Engine, Limits, Program, StepOutcome, Task, TaskConfig};
 use clap::Args;
@@ -92,6 +93,9 @@ pub(crate) struct Part {
     /// Connect through the relay (needed to cut the link; it forwards
     /// datagrams in user space, which slows bulk transfers down).
     pub(crate) via_relay: bool,
+    /// Keep the client's journal log (in a scratch directory), as `baton
+    /// run --remote` does.
+    pub(crate) journal: bool,
 }
 
 /// What happened during a part, for its summary (times in seconds since
@@ -144,7 +148,7 @@ impl Lab {
     /// # Errors
     ///
     /// No runtime, scratch directory or socket.
-    pub(crate) fn start() -> Result<Lab> {
+    pub(crate) fn start(ephemeral: bool) -> Result<Lab> {
         let dir = tempfile::Builder::new()
             .prefix("baton-demo-")
             .tempdir()
@@ -165,6 +169,7 @@ impl Lab {
                 limits: AgentLimits::default(),
                 idle_timeout: Duration::from_secs(60),
                 retention: Duration::from_secs(3600),
+                ephemeral,
             })?;
             let relay = Relay::start(agent.addr).context("cannot start the relay")?;
             Ok::<_, anyhow::Error>((agent, relay))
@@ -184,13 +189,14 @@ impl Lab {
     ///
     /// The lab or the runtime cannot start, or `body` fails.
     pub(crate) fn run<T>(
+        ephemeral: bool,
         body: impl for<'a> FnOnce(
             &'a Lab,
         ) -> std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<T>> + 'a>,
         >,
     ) -> Result<T> {
-        let lab = Lab::start()?;
+        let lab = Lab::start(ephemeral)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -238,7 +244,7 @@ impl DemoArgs {
     /// Only if baton itself is broken: the demo's checks failing is an error.
     pub fn execute(self) -> Result<()> {
         println!("baton demo: a task moves to another machine, survives a cut link, and comes back with the right answer\n");
-        Lab::run(|lab| Box::pin(self.run(lab)))
+        Lab::run(false, |lab| Box::pin(self.run(lab)))
     }
 
     async fn run(self, lab: &Lab) -> Result<()> {
@@ -269,6 +275,7 @@ impl DemoArgs {
                 precopy: true,
                 verbose: true,
                 via_relay: true,
+                journal: true,
             },
             Part {
                 title: "this machine is responsible, sync mode: the link dies for good, the task comes back here",
@@ -284,6 +291,7 @@ impl DemoArgs {
                 precopy: true,
                 verbose: true,
                 via_relay: true,
+                journal: true,
             },
             Part {
                 title: "48 MiB of state migrates at point 20 with pre-copy (straight to the agent, no relay): only the last delta goes at the switch",
@@ -299,6 +307,7 @@ impl DemoArgs {
                 precopy: true,
                 verbose: true,
                 via_relay: false,
+                journal: true,
             },
         ];
         let mut all_ok = true;
@@ -425,6 +434,25 @@ pub(crate) async fn run_part(
     let mut events = EventLog::none(start);
     let (tx, mut rx) = mpsc::unbounded_channel();
     events.observe(tx);
+    let scratch = tempfile::Builder::new()
+        .prefix("baton-demo-client-")
+        .tempdir()
+        .context("cannot make a temporary directory")?;
+    let durable = if part.journal {
+        let base = checkpoint::encode_full(
+            core.stored()
+                .map(|(_, s)| s)
+                .ok_or_else(|| anyhow::anyhow!("no state at point 0"))?,
+        )?;
+        Some(crate::cli::run::start_log(
+            scratch.path(),
+            &cfg,
+            initial,
+            &base,
+        )?)
+    } else {
+        None
+    };
     let output = Arc::new(Mutex::new(Vec::new()));
     let console = Console::global().clone();
     let run = RemoteRun {
@@ -451,7 +479,7 @@ pub(crate) async fn run_part(
             .map(|v| vec![(OutStream::Stdout, v.clone())])
             .unwrap_or_default(),
         resume: None,
-        durable: None,
+        durable,
         journal: None,
     };
     let drive = run.drive_async();

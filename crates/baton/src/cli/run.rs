@@ -344,7 +344,7 @@ impl RunArgs {
 /// Starts the protocol log of a remote run in its journal directory: the
 /// state at point 0 and the record a new local stub starts from (so that a
 /// crash before the first write still resumes).
-fn start_log(
+pub(crate) fn start_log(
     dir: &Path,
     cfg: &LocalConfig,
     initial: baton_proto::StateRef,
