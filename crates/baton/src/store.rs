@@ -112,8 +112,14 @@ pub struct TaskLog {
     delivered: Point,
 }
 
+/// The largest payload an entry's 4-byte length can say.
+const MAX_PAYLOAD: usize = u32::MAX as usize;
+
 fn entry(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
     let len: usize = payload.iter().map(|p| p.len()).sum();
+    // Callers check with `too_large` first; this only keeps the length
+    // field from wrapping if one does not.
+    let len = len.min(MAX_PAYLOAD);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&[kind]);
     for p in payload {
@@ -127,6 +133,20 @@ fn entry(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
         out.extend_from_slice(p);
     }
     out
+}
+
+/// Refuses an entry whose length the format cannot hold (a checkpoint of
+/// an incompressible memory near 4 GiB).
+fn too_large(dir: &Path, len: usize) -> Result<(), StoreError> {
+    if len > MAX_PAYLOAD {
+        return Err(StoreError::Io {
+            path: dir.join("log"),
+            source: io::Error::other(format!(
+                "an entry of {len} bytes is larger than a log entry can be ({MAX_PAYLOAD})"
+            )),
+        });
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -234,6 +254,14 @@ impl TaskLog {
         state: Option<StateBytes<'_>>,
         outputs: &[OutputChunk],
     ) -> Result<(), StoreError> {
+        let state_len = match state {
+            Some(StateBytes::Full(b) | StateBytes::Delta(b)) => b.len(),
+            None => 0,
+        };
+        too_large(&self.dir, state_len.max(record.len()))?;
+        for o in outputs {
+            too_large(&self.dir, o.bytes.len() + 8)?;
+        }
         let mut buf = Vec::new();
         match state {
             Some(StateBytes::Full(b)) => {
@@ -306,6 +334,7 @@ impl TaskLog {
         outputs: &[OutputChunk],
     ) -> Result<(), StoreError> {
         let cp = checkpoint::encode_full(state)?;
+        too_large(&self.dir, cp.bytes.len())?;
         let tmp = self.dir.join("log.tmp");
         let path = self.dir.join("log");
         let mut buf = entry(KIND_FULL, &[&cp.bytes]);
