@@ -497,6 +497,22 @@ impl Journal {
         write_atomic(&self.dir.join("finished.json"), &json)
     }
 
+    /// Removes what only a resume would need (states, log, module) from the
+    /// journal of a finished task, keeping `task.json` and
+    /// `finished.json`: what `baton list` and `baton resume` still show.
+    /// Best effort: a file that cannot be removed is only wasted space.
+    pub fn shed_finished(&self) {
+        for name in [
+            "log",
+            "log.damaged",
+            "base.ckpt",
+            "points.log",
+            "module.wasm",
+        ] {
+            let _ = fs::remove_file(self.dir.join(name));
+        }
+    }
+
     /// The finish record, if the task finished.
     ///
     /// # Errors

@@ -264,6 +264,10 @@ impl RemoteRun<'_> {
                         points: st.point.0,
                         digest: st.digest.to_string(),
                     })?;
+                    // The worker's log is done with: keep the journal small
+                    // (remote runs are journaled by default, every one).
+                    worker.close().await;
+                    j.shed_finished();
                 }
                 break ending?;
             }

@@ -178,6 +178,12 @@ impl Worker {
         None
     }
 
+    /// Waits until every command sent so far is done (the log is then no
+    /// longer written to).
+    pub async fn close(&self) {
+        let _ = self.stored().await;
+    }
+
     /// The newest stored state.
     pub async fn stored(&self) -> Option<(StateRef, State)> {
         let (tx, rx) = oneshot::channel();

@@ -1069,6 +1069,12 @@ fn client_killed_and_resumed_with(options: &[&str], task: (&str, &[&str])) {
     let again = run(home.baton(["resume", "crashy"]));
     again.assert_code(0);
     assert!(again.stdout.is_empty(), "output shown twice");
+    // A finished run's journal keeps only what `list` and `resume` show.
+    let dir = home.path("state").join("baton").join("crashy");
+    assert!(dir.join("finished.json").is_file());
+    assert!(!dir.join("log").exists(), "the finished run's log was kept");
+    let listed = run(home.baton(["list"])).out();
+    assert!(listed.contains("finished, status 0"), "{listed}");
     agent.stop();
 }
 

@@ -148,6 +148,15 @@ pub fn task_line(state_dir: &std::path::Path, id: &str) -> Result<TaskLine> {
         max_memory: r.max_memory,
         ..Default::default()
     };
+    if let (Some(spec), Some(f)) = (&r.remote, journal.finished()?) {
+        return Ok(TaskLine {
+            id: id.to_string(),
+            kind: format!("remote {}", spec.agent),
+            runs: "-".to_string(),
+            point: Some(f.points),
+            state,
+        });
+    }
     match &r.remote {
         Some(spec) => {
             let rec = crate::store::TaskLog::read(journal.dir(), &limits)?;
