@@ -907,10 +907,13 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
     let mut core = ExecCore::empty(shared.engine.clone(), program, meta.clock(), limits);
     let cfg = RemoteConfig::new(task.clone(), module, has_module);
     let (log, mut stub) = match recovered {
-        Some(r) => {
+        Some(mut r) => {
             if let Some((at, state)) = r.state {
                 core.set_stored(at, state);
             }
+            // A module missing from the cache is asked for again rather
+            // than the task failing for lack of it.
+            r.record.has_module = has_module;
             tracing::info!(task = %task.0, point = ?r.record.durable.map(|d| d.point), "task recovered from the data dir");
             let stub = RemoteStub::recover(cfg, now(), r.record, r.outputs);
             (Some(r.log), stub)
@@ -927,13 +930,14 @@ async fn task_actor(shared: Arc<Shared>, new: NewTask) {
             let made = tokio::task::spawn_blocking(move || create_task_dir(&d, &dir_meta)).await;
             match made {
                 Ok(Ok(log)) => (Some(log), RemoteStub::new(cfg, now())),
-                Ok(Err(e)) => {
-                    tracing::error!(task = %task.0, error = %e, "cannot make the task's directory; task refused");
+                result => {
+                    if let Ok(Err(e)) = result {
+                        tracing::error!(task = %task.0, error = %e, "cannot make the task's directory; task refused");
+                    }
                     shared.tasks().remove(&key);
                     shared.ended.send_modify(|n| *n += 1);
                     return;
                 }
-                Err(_) => return,
             }
         }
     };
