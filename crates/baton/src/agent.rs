@@ -135,38 +135,38 @@ pub struct GcReport {
 pub fn gc(data_dir: &Path, older_than: Duration) -> anyhow::Result<GcReport> {
     let _lock = lock_data_dir(data_dir)?;
     let mut report = GcReport::default();
-    let Ok(clients) = std::fs::read_dir(data_dir.join("tasks")) else {
-        return Ok(report);
-    };
-    for client in clients.flatten() {
-        let Ok(tasks) = std::fs::read_dir(client.path()) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let dir = t.path();
-            if t.file_name().to_string_lossy().contains(".damaged-") {
-                if std::fs::remove_dir_all(&dir).is_ok() {
-                    report.damaged += 1;
-                }
-                continue;
+    for (dir, set_aside) in task_dirs(data_dir) {
+        if set_aside {
+            if std::fs::remove_dir_all(&dir).is_ok() {
+                report.damaged += 1;
             }
-            if finished_and_expired(&dir, older_than) && std::fs::remove_dir_all(&dir).is_ok() {
-                report.finished += 1;
-            }
+        } else if finished_and_expired(&dir, older_than) && std::fs::remove_dir_all(&dir).is_ok() {
+            report.finished += 1;
         }
     }
     Ok(report)
 }
 
+/// Every task directory under `<data-dir>/tasks/<client>/`, and whether it
+/// was set aside as damaged (its name then has a `.damaged-<time>` suffix).
+fn task_dirs(data_dir: &Path) -> Vec<(PathBuf, bool)> {
+    let clients = std::fs::read_dir(data_dir.join("tasks"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    clients
+        .flat_map(|c| std::fs::read_dir(c.path()).into_iter().flatten().flatten())
+        .map(|t| {
+            let set_aside = t.file_name().to_string_lossy().contains('.');
+            (t.path(), set_aside)
+        })
+        .collect()
+}
+
 /// Whether the task in `dir` finished here and its log has not changed for
 /// longer than `older_than`.
 fn finished_and_expired(dir: &Path, older_than: Duration) -> bool {
-    let log = dir.join("log");
-    let age = std::fs::metadata(&log)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok());
-    if age.is_none_or(|a| a < older_than) {
+    if !log_older_than(dir, older_than) {
         return false;
     }
     let Ok(rec) = TaskLog::read(dir, &baton_task::checkpoint::Limits::default()) else {
@@ -176,6 +176,15 @@ fn finished_and_expired(dir: &Path, older_than: Duration) -> bool {
         .as_deref()
         .and_then(|b| RemoteRecord::decode(b).ok())
         .is_some_and(|r| r.finished.is_some())
+}
+
+/// Whether the log in `dir` has not changed for longer than `age`.
+fn log_older_than(dir: &Path, age: Duration) -> bool {
+    std::fs::metadata(dir.join("log"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a >= age)
 }
 
 /// A running agent.
@@ -312,14 +321,10 @@ pub fn start(opts: AgentOptions) -> anyhow::Result<RunningAgent> {
         next_conn: AtomicU64::new(1),
         ended: watch::channel(0).0,
     });
-    let expired = gc_expired(&shared.data_dir, opts.retention);
-    if expired > 0 {
-        tracing::info!(expired, "results kept past the retention were removed");
-    }
     let restarted = if shared.ephemeral {
         Vec::new()
     } else {
-        recover_tasks(&shared.data_dir)
+        recover_tasks(&shared.data_dir, opts.retention)
     };
     if !restarted.is_empty() {
         tracing::info!(tasks = restarted.len(), "tasks recovered from the data dir");
@@ -676,73 +681,44 @@ fn create_task_dir(dir: &Path, meta: &TaskDirMeta) -> Result<TaskLog, StoreError
     TaskLog::create(dir)
 }
 
-/// Removes results of finished tasks kept longer than `retention` (the
-/// agent holds the data dir's lock already).
-fn gc_expired(data_dir: &Path, retention: Duration) -> usize {
-    let mut n = 0;
-    let Ok(clients) = std::fs::read_dir(data_dir.join("tasks")) else {
-        return 0;
-    };
-    for client in clients.flatten() {
-        for t in std::fs::read_dir(client.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let dir = t.path();
-            if !t.file_name().to_string_lossy().contains('.')
-                && finished_and_expired(&dir, retention)
-                && std::fs::remove_dir_all(&dir).is_ok()
-            {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
 /// Reads back every task an earlier run of the agent left in `data_dir`.
-/// A task whose files are unusable is reported and left where it is.
-fn recover_tasks(data_dir: &Path) -> Vec<(TaskDirMeta, RecoveredTask)> {
+/// A task whose files are unusable is reported and set aside.
+fn recover_tasks(data_dir: &Path, retention: Duration) -> Vec<(TaskDirMeta, RecoveredTask)> {
     let mut out = Vec::new();
-    let Ok(clients) = std::fs::read_dir(data_dir.join("tasks")) else {
-        return out;
-    };
-    for client in clients.flatten() {
-        let Ok(tasks) = std::fs::read_dir(client.path()) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let dir = t.path();
-            if t.file_name().to_string_lossy().contains('.') {
-                continue; // set aside by an earlier start
+    for (dir, set_aside) in task_dirs(data_dir) {
+        if set_aside {
+            continue; // for a person, or `baton agent gc`
+        }
+        match recover_task(&dir, retention) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {
+                let _ = std::fs::remove_dir_all(&dir);
             }
-            match recover_task(&dir) {
-                Ok(Some(r)) => out.push(r),
-                Ok(None) => {
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-                Err(e) => {
-                    // Its client still has its own copy and will send it
-                    // again; keep these files for a person, out of the way.
-                    let stamp = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    let aside = dir.with_extension(format!("damaged-{stamp}"));
-                    let _ = std::fs::rename(&dir, &aside);
-                    eprintln!(
-                        "baton: warning: cannot recover a task from {} ({e:#}); its files are set aside there, and its client's copy will be used",
-                        aside.display()
-                    );
-                }
+            Err(e) => {
+                // Its client still has its own copy and will send it
+                // again; keep these files for a person, out of the way.
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let aside = dir.with_extension(format!("damaged-{stamp}"));
+                let _ = std::fs::rename(&dir, &aside);
+                eprintln!(
+                    "baton: warning: cannot recover a task from {} ({e:#}); its files are set aside there, and its client's copy will be used",
+                    aside.display()
+                );
             }
         }
     }
     out
 }
 
-fn recover_task(dir: &Path) -> anyhow::Result<Option<(TaskDirMeta, RecoveredTask)>> {
+/// Reads one task back; `None` if nothing of it needs keeping (never
+/// written, handed back, or finished and unfetched past `retention`).
+fn recover_task(
+    dir: &Path,
+    retention: Duration,
+) -> anyhow::Result<Option<(TaskDirMeta, RecoveredTask)>> {
     use anyhow::Context;
     let meta: TaskDirMeta =
         serde_json::from_slice(&std::fs::read(dir.join("meta.json")).context("meta.json")?)
@@ -763,7 +739,7 @@ fn recover_task(dir: &Path) -> anyhow::Result<Option<(TaskDirMeta, RecoveredTask
         return Ok(None); // created, never written: nothing to keep
     };
     let mut record = RemoteRecord::decode(&bytes).context("the task's record")?;
-    if record.handed_back {
+    if record.handed_back || (record.finished.is_some() && log_older_than(dir, retention)) {
         return Ok(None);
     }
     // The log may hold a state one request newer than its last record (a

@@ -183,6 +183,20 @@ impl EventLog {
         })
     }
 
+    /// A log appending to `path` if one is given (`--events`), else none.
+    ///
+    /// # Errors
+    ///
+    /// If the file cannot be opened (the error names it).
+    pub fn open_optional(path: Option<&Path>, start: Instant) -> anyhow::Result<EventLog> {
+        use anyhow::Context;
+        match path {
+            Some(p) => EventLog::open(p, start)
+                .with_context(|| format!("cannot open events file {}", p.display())),
+            None => Ok(EventLog::none(start)),
+        }
+    }
+
     /// Whether events are being written at all.
     pub fn enabled(&self) -> bool {
         self.out.is_some() || self.observer.is_some()

@@ -87,6 +87,13 @@ impl FailKind {
         (FailKind::Error, reason)
     }
 
+    fn of_exec(e: &ExecError) -> FailKind {
+        match e {
+            ExecError::Task(t) => FailKind::of(t),
+            _ => FailKind::Error,
+        }
+    }
+
     fn of(e: &TaskError) -> FailKind {
         match e {
             TaskError::Trap { .. } => FailKind::Trap,
@@ -205,7 +212,8 @@ impl ExecCore {
     }
 
     /// An executor around a task just created at point 0, whose state
-    /// becomes the store's. Returns it with the state's reference.
+    /// becomes the store's. Returns it with the state's reference and the
+    /// full checkpoint of that state (for a journal), made once.
     ///
     /// # Errors
     ///
@@ -216,20 +224,20 @@ impl ExecCore {
         clock: ClockMode,
         limits: Limits,
         mut task: Task,
-    ) -> Result<(ExecCore, StateRef), ExecError> {
+    ) -> Result<(ExecCore, StateRef, baton_task::Checkpoint), ExecError> {
         let mut core = ExecCore::empty(engine, Some(program), clock, limits);
         let out = core.out.clone();
         task.set_sink(Box::new(move |s: OutStream, b: &[u8]| {
             OutputFrames::push(&mut out.lock().unwrap_or_else(|p| p.into_inner()), s, b)
         }));
         // Makes point 0 the base of later deltas, too.
-        task.checkpoint()?;
+        let full = task.checkpoint()?;
         let state = task.state()?;
-        let at = StateRef::new(baton_proto::Point(state.point), wire_digest(task.digest()?));
+        let at = StateRef::new(baton_proto::Point(state.point), wire_digest(full.digest));
         core.store = Some((at, state));
         core.task = Some(task);
         core.at = Some(at);
-        Ok((core, at))
+        Ok((core, at, full))
     }
 
     /// Loads and checks module bytes sent by the peer against the digest it
@@ -530,15 +538,6 @@ impl ExecCore {
     }
 }
 
-impl FailKind {
-    fn of_exec(e: &ExecError) -> FailKind {
-        match e {
-            ExecError::Task(t) => FailKind::of(t),
-            _ => FailKind::Error,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,7 +561,7 @@ mod tests {
         let task =
             Task::create(&engine, &program, cfg, Box::new(baton_task::wasi::Discard)).unwrap();
         let limits = Limits::default();
-        let (a, at) =
+        let (a, at, _) =
             ExecCore::with_task(engine.clone(), program.clone(), clock(), limits, task).unwrap();
         let b = ExecCore::empty(engine, Some(program), clock(), limits);
         (a, b, at)

@@ -69,6 +69,19 @@ pub struct TaskRecord {
     pub remote: Option<RemoteSpec>,
 }
 
+impl TaskRecord {
+    /// The task's preopened directories.
+    pub fn preopens(&self) -> Vec<baton_task::wasi::Preopen> {
+        self.dirs
+            .iter()
+            .map(|(host, guest)| baton_task::wasi::Preopen {
+                host: host.clone(),
+                guest: guest.clone(),
+            })
+            .collect()
+    }
+}
+
 /// How a remote run was set up, for `baton resume` to re-attach.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RemoteSpec {

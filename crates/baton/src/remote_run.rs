@@ -19,20 +19,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use baton_net::{Client, Fingerprint, Identity, NetConfig};
+use baton_proto::policy::{Migrate, ModeChoice, Responsible};
 use baton_proto::{
-    Action, Event as ProtoEvent, ExecutorEvent, LinkEvent, LocalConfig, LocalRecord, LocalStub,
-    Outcome, Point, Side, StateRef, Time,
+    Action, Agreement, Assignment, Blob, Epoch, Event as ProtoEvent, ExecutorEvent, LinkEvent,
+    LocalConfig, LocalRecord, LocalStub, ModuleRef, Outcome, Point, Side, StateRef, TaskId, Time,
+    Timing,
 };
+use baton_task::wasi::ClockMode;
 use baton_task::wasi::{OutStream, Preopen};
+use baton_task::{Limits, Program};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::console::Console;
 use crate::events::{Event, EventLog};
-use crate::exec::{ExecCore, FailKind, OutputFrames};
-use crate::journal::{FinishRecord, Journal};
+use crate::exec::{wire_digest, ExecCore, FailKind, OutputFrames};
+use crate::journal::{FinishRecord, Journal, RemoteSpec};
 use crate::link::{dial, LinkNews, Outbox};
+use crate::meta::TaskMeta;
 use crate::runner::Ending;
+use crate::store::{StateBytes, TaskLog};
 use crate::worker::{Cmd, Done, Durable, Worker};
 
 /// How often `point` events are written at most.
@@ -93,13 +99,81 @@ pub struct RemoteRun<'a> {
     pub journal: Option<&'a mut Journal>,
 }
 
+/// The local stub's configuration for a remote run as `spec` describes it
+/// (for `baton run --remote` and for `baton resume` of one alike).
+///
+/// # Errors
+///
+/// A policy string that does not parse.
+pub fn local_config(
+    spec: &RemoteSpec,
+    id: &str,
+    module: &[u8],
+    program: &Program,
+    limits: Limits,
+    clock: ClockMode,
+) -> Result<LocalConfig> {
+    let mut cfg = LocalConfig::new(
+        TaskId(id.to_string()),
+        ModuleRef {
+            digest: wire_digest(program.digest()),
+            size: module.len() as u64,
+        },
+        Blob::from(module),
+    );
+    cfg.timing = Timing::new(
+        Duration::from_millis(spec.disconnect_after_ms),
+        Duration::from_millis(spec.takeover_after_ms),
+    );
+    cfg.migrate = Arc::new(spec.migrate.parse::<Migrate>()?);
+    cfg.responsible = Arc::new(spec.responsible.parse::<Responsible>()?);
+    cfg.mode = Arc::new(spec.mode.parse::<ModeChoice>()?);
+    cfg.precopy = spec.precopy;
+    cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
+    Ok(cfg)
+}
+
+/// Starts the protocol log of a remote run in its journal directory: the
+/// state at point 0 and the record a new local stub starts from (so that a
+/// crash before the first write still resumes).
+///
+/// # Errors
+///
+/// The log cannot be written.
+pub fn start_log(
+    dir: &std::path::Path,
+    cfg: &LocalConfig,
+    initial: StateRef,
+    base: &baton_task::Checkpoint,
+) -> Result<Durable> {
+    let mut log = TaskLog::create(dir)?;
+    let mode = cfg.mode.choose(Side::Local, Side::Local);
+    let record = LocalRecord {
+        agreement: Agreement {
+            epoch: Epoch(0),
+            assignment: Assignment::local(mode),
+            anchor: Some(initial),
+        },
+        takeover: false,
+        minted: 0,
+        pending: None,
+        durable: Some(initial),
+        finished: None,
+        pinned_local: false,
+    };
+    log.append(&record.encode(), Some(StateBytes::Full(&base.bytes)), &[])?;
+    Ok(Durable {
+        log,
+        module_path: None,
+    })
+}
+
 /// What the status line shows.
 #[derive(Default)]
 struct Status {
     point: u64,
     link_up: bool,
     rtt: Option<Duration>,
-    synced: Option<u64>,
     lag: u64,
     finished_on: Option<Side>,
 }
@@ -394,9 +468,6 @@ fn log_event(
     let ev = match e {
         ProtoEvent::Point { state, side: s } => {
             status.point = status.point.max(state.point.0);
-            if s == Side::Remote {
-                status.synced = Some(state.point.0);
-            }
             if last_point_event.is_some_and(|t| t.elapsed() < POINT_EVENT_EVERY) {
                 return Ok(());
             }

@@ -112,6 +112,10 @@ pub struct TaskLog {
     delivered: Point,
 }
 
+fn output_entry(o: &OutputChunk) -> Vec<u8> {
+    entry(KIND_OUTPUT, &[&o.point.0.to_le_bytes(), o.bytes.as_bytes()])
+}
+
 /// The largest payload an entry's 4-byte length can say.
 const MAX_PAYLOAD: usize = u32::MAX as usize;
 
@@ -272,10 +276,7 @@ impl TaskLog {
             None => {}
         }
         for o in outputs {
-            buf.extend_from_slice(&entry(
-                KIND_OUTPUT,
-                &[&o.point.0.to_le_bytes(), o.bytes.as_bytes()],
-            ));
+            buf.extend_from_slice(&output_entry(o));
         }
         buf.extend_from_slice(&entry(KIND_RECORD, &[record]));
         let path = self.dir.join("log");
@@ -339,10 +340,7 @@ impl TaskLog {
         let path = self.dir.join("log");
         let mut buf = entry(KIND_FULL, &[&cp.bytes]);
         for o in outputs {
-            buf.extend_from_slice(&entry(
-                KIND_OUTPUT,
-                &[&o.point.0.to_le_bytes(), o.bytes.as_bytes()],
-            ));
+            buf.extend_from_slice(&output_entry(o));
         }
         buf.extend_from_slice(&entry(KIND_DELIVERED, &[&self.delivered.0.to_le_bytes()]));
         buf.extend_from_slice(&entry(KIND_RECORD, &[record]));

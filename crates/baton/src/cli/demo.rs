@@ -21,7 +21,6 @@ use baton_net::relay::Relay;
 use baton_net::{ClientPolicy, Identity, NetConfig, Role};
 use baton_proto::policy::{Migrate, ModeChoice, Responsible};
 use baton_proto::{Blob, LocalConfig, ModuleRef, TaskId, Timing};
-use baton_task::checkpoint;
 use baton_task::wasi::{ClockMode, OutStream, OutputSink};
 use baton_task::{Engine, Limits, Program, StepOutcome, Task, TaskConfig};
 use clap::Args;
@@ -414,7 +413,7 @@ pub(crate) async fn run_part(
     let clock = ClockMode::Virtual {
         start_realtime_ns: 0,
     };
-    let (core, initial) =
+    let (core, initial, base) =
         ExecCore::with_task(engine.clone(), program.clone(), clock, limits, task)?;
     let mut cfg = LocalConfig::new(
         TaskId(format!("demo-{n}")),
@@ -439,12 +438,7 @@ pub(crate) async fn run_part(
         .tempdir()
         .context("cannot make a temporary directory")?;
     let durable = if part.journal {
-        let base = checkpoint::encode_full(
-            core.stored()
-                .map(|(_, s)| s)
-                .ok_or_else(|| anyhow::anyhow!("no state at point 0"))?,
-        )?;
-        Some(crate::cli::run::start_log(
+        Some(crate::remote_run::start_log(
             scratch.path(),
             &cfg,
             initial,

@@ -69,6 +69,8 @@ impl ResumeArgs {
             max_memory: record.max_memory,
             max_step_time: record.max_step_time_ms.map(Duration::from_millis),
         };
+        let preopens = record.preopens();
+        let mut events = EventLog::open_optional(self.events.as_deref(), start)?;
         if let Some(spec) = record.remote.clone() {
             return resume_remote(
                 &self.id,
@@ -79,8 +81,8 @@ impl ResumeArgs {
                 program,
                 bytes,
                 limits,
-                self.events.as_deref(),
-                start,
+                &mut events,
+                &preopens,
             );
         }
         let (state, warning) = journal.load_newest(&DecodeLimits {
@@ -97,19 +99,6 @@ impl ResumeArgs {
             ClockMode::Virtual {
                 start_realtime_ns: 0,
             }
-        };
-        let preopens: Vec<Preopen> = record
-            .dirs
-            .iter()
-            .map(|(host, guest)| Preopen {
-                host: host.clone(),
-                guest: guest.clone(),
-            })
-            .collect();
-        let mut events = match &self.events {
-            Some(path) => EventLog::open(path, start)
-                .with_context(|| format!("cannot open events file {}", path.display()))?,
-            None => EventLog::none(start),
         };
         let point = state.point;
         console.line(&format!(
@@ -149,17 +138,13 @@ fn resume_remote(
     program: baton_task::Program,
     module: Vec<u8>,
     limits: Limits,
-    events_path: Option<&std::path::Path>,
-    start: Instant,
+    events: &mut EventLog,
+    preopens: &[Preopen],
 ) -> Result<Ending> {
-    use std::sync::Arc;
+    use baton_proto::LocalRecord;
 
-    use baton_proto::policy::{Migrate, ModeChoice, Responsible};
-    use baton_proto::{Blob, LocalConfig, LocalRecord, ModuleRef, Timing};
-
-    use crate::exec::{wire_digest, ExecCore};
-    use crate::meta::TaskMeta;
-    use crate::remote_run::RemoteRun;
+    use crate::exec::ExecCore;
+    use crate::remote_run::{local_config, RemoteRun};
     use crate::store::TaskLog;
     use crate::worker::Durable;
 
@@ -201,42 +186,13 @@ fn resume_remote(
     };
     let mut core = ExecCore::empty(engine, Some(program.clone()), clock, limits);
     core.set_stored(at, state);
-    let target = crate::cli::run::resolve_remote(
+    let target = crate::cli::run::RemoteTarget::resolve(
         &spec.agent,
         Some(&spec.fingerprint),
         spec.identity.as_ref(),
     )?;
-    let mut cfg = LocalConfig::new(
-        baton_proto::TaskId(id.to_string()),
-        ModuleRef {
-            digest: wire_digest(program.digest()),
-            size: module.len() as u64,
-        },
-        Blob::from(module),
-    );
+    let cfg = local_config(&spec, id, &module, &program, limits, clock)?;
     let disconnect_after = Duration::from_millis(spec.disconnect_after_ms);
-    cfg.timing = Timing::new(
-        disconnect_after,
-        Duration::from_millis(spec.takeover_after_ms),
-    );
-    cfg.migrate = Arc::new(spec.migrate.parse::<Migrate>()?);
-    cfg.responsible = Arc::new(spec.responsible.parse::<Responsible>()?);
-    cfg.mode = Arc::new(spec.mode.parse::<ModeChoice>()?);
-    cfg.precopy = spec.precopy;
-    cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
-    let preopens: Vec<Preopen> = record
-        .dirs
-        .iter()
-        .map(|(host, guest)| Preopen {
-            host: host.clone(),
-            guest: guest.clone(),
-        })
-        .collect();
-    let mut events = match events_path {
-        Some(path) => EventLog::open(path, start)
-            .with_context(|| format!("cannot open events file {}", path.display()))?,
-        None => EventLog::none(start),
-    };
     console.line(&format!(
         "baton: resuming task {id} from point {} here (output shown through point {}), re-attaching to {}",
         at.point, rec.delivered, spec.agent
@@ -250,9 +206,9 @@ fn resume_remote(
         config: cfg,
         core,
         initial: at,
-        events: &mut events,
+        events,
         console: &console,
-        preopens: &preopens,
+        preopens,
         module: program.digest().to_string(),
         capture: None,
         init_output: Vec::new(),

@@ -15,22 +15,15 @@ use baton_task::{Engine, Limits, Task, TaskConfig};
 use clap::Args;
 
 use baton_net::{Fingerprint, Identity, KnownAgents, NetConfig, Role};
-use baton_proto::policy::{Migrate, ModeChoice, Responsible};
-use baton_proto::{
-    Agreement, Assignment, Blob, Epoch, LocalConfig, LocalRecord, ModuleRef, Side, Timing,
-};
 
 use crate::cli::identity::{config_dir, identity_dir};
 use crate::console::Console;
 use crate::events::EventLog;
-use crate::exec::{wire_digest, ExecCore};
+use crate::exec::ExecCore;
 use crate::journal::{check_id, default_state_dir, Journal, RemoteSpec, TaskRecord};
-use crate::meta::TaskMeta;
-use crate::remote_run::RemoteRun;
+use crate::remote_run::{local_config, start_log, RemoteRun};
 use crate::runner::{catch_interrupt, Ending, Run};
-use crate::store::{StateBytes, TaskLog};
 use crate::units::{parse_bytes, parse_duration};
-use crate::worker::Durable;
 
 /// Largest stdin read at task creation.
 const MAX_STDIN: u64 = 256 * 1024 * 1024;
@@ -188,11 +181,7 @@ impl RunArgs {
         config.host.clock = clock;
         config.limits = limits;
 
-        let mut events = match &self.events {
-            Some(path) => EventLog::open(path, start)
-                .with_context(|| format!("cannot open events file {}", path.display()))?,
-            None => EventLog::none(start),
-        };
+        let mut events = EventLog::open_optional(self.events.as_deref(), start)?;
         tracing::info!(task = %id, module = %program.digest(), "creating task");
         if let Some(target) = remote {
             // What `_initialize` prints is delivered here, once, before point 0.
@@ -205,9 +194,10 @@ impl RunArgs {
                     }
                 })
             };
-            let mut task = Task::create(&engine, &program, config, sink)?;
+            let task = Task::create(&engine, &program, config, sink)?;
             let init_output = init.lock().map(|v| v.clone()).unwrap_or_default();
-            let base = task.checkpoint()?;
+            let (core, initial, base) =
+                ExecCore::with_task(engine, program.clone(), clock, limits, task)?;
             let spec = RemoteSpec {
                 agent: self.remote.clone().unwrap_or_default(),
                 fingerprint: target.fingerprint.to_string(),
@@ -223,6 +213,7 @@ impl RunArgs {
                     ClockMode::Wall => None,
                 },
             };
+            let cfg = local_config(&spec, &id, &bytes, &program, limits, clock)?;
             let Some(dir) = &state_dir else {
                 bail!("a remote run needs a state directory");
             };
@@ -232,22 +223,6 @@ impl RunArgs {
                 &bytes,
                 &base,
             )?;
-            let (core, initial) =
-                ExecCore::with_task(engine, program.clone(), clock, limits, task)?;
-            let mut cfg = LocalConfig::new(
-                baton_proto::TaskId(id.clone()),
-                ModuleRef {
-                    digest: wire_digest(program.digest()),
-                    size: bytes.len() as u64,
-                },
-                Blob::from(bytes),
-            );
-            cfg.timing = Timing::new(self.disconnect_after, self.takeover_after);
-            cfg.migrate = Arc::new(self.migrate.parse::<Migrate>()?);
-            cfg.responsible = Arc::new(self.responsible.parse::<Responsible>()?);
-            cfg.mode = Arc::new(self.mode.parse::<ModeChoice>()?);
-            cfg.precopy = !self.no_precopy;
-            cfg.hello_meta = Blob::from(TaskMeta::new(limits, clock).encode());
             let durable = start_log(journal.dir(), &cfg, initial, &base)?;
             if console.shows_status() || self.name.is_none() {
                 console.line(&format!(
@@ -341,37 +316,6 @@ impl RunArgs {
     }
 }
 
-/// Starts the protocol log of a remote run in its journal directory: the
-/// state at point 0 and the record a new local stub starts from (so that a
-/// crash before the first write still resumes).
-pub(crate) fn start_log(
-    dir: &Path,
-    cfg: &LocalConfig,
-    initial: baton_proto::StateRef,
-    base: &baton_task::Checkpoint,
-) -> Result<Durable> {
-    let mut log = TaskLog::create(dir)?;
-    let mode = cfg.mode.choose(Side::Local, Side::Local);
-    let record = LocalRecord {
-        agreement: Agreement {
-            epoch: Epoch(0),
-            assignment: Assignment::local(mode),
-            anchor: Some(initial),
-        },
-        takeover: false,
-        minted: 0,
-        pending: None,
-        durable: Some(initial),
-        finished: None,
-        pinned_local: false,
-    };
-    log.append(&record.encode(), Some(StateBytes::Full(&base.bytes)), &[])?;
-    Ok(Durable {
-        log,
-        module_path: None,
-    })
-}
-
 /// The agent to extend onto, resolved from the options.
 pub struct RemoteTarget {
     /// Its address.
@@ -382,25 +326,19 @@ pub struct RemoteTarget {
     pub identity: Identity,
 }
 
-/// Resolves `--remote`, `--agent-fingerprint` and `--identity` (for `baton
-/// resume` of a remote run too).
-///
-/// # Errors
-///
-/// An address that does not resolve, an unknown agent identity, an
-/// unusable client identity.
-pub fn resolve_remote(
-    addr: &str,
-    fp: Option<&str>,
-    identity: Option<&PathBuf>,
-) -> Result<RemoteTarget> {
-    RemoteTarget::resolve(addr, fp, identity)
-}
-
 impl RemoteTarget {
     /// Resolves the address, the pinned fingerprint (the option, else the
     /// known-agents file) and the client identity (made on first use).
-    fn resolve(addr: &str, fp: Option<&str>, identity: Option<&PathBuf>) -> Result<RemoteTarget> {
+    ///
+    /// # Errors
+    ///
+    /// An address that does not resolve, an unknown agent identity, an
+    /// unusable client identity.
+    pub fn resolve(
+        addr: &str,
+        fp: Option<&str>,
+        identity: Option<&PathBuf>,
+    ) -> Result<RemoteTarget> {
         let sock = addr
             .to_socket_addrs()
             .with_context(|| format!("--remote `{addr}` is not HOST:PORT"))?
