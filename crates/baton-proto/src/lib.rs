@@ -16,6 +16,8 @@
 //!   state machine per side of a task. The local stub coordinates: it mints
 //!   every epoch and proposes every change of executor or responsibility;
 //!   the remote stub records them durably before accepting.
+//! - [`Stub`], [`Sink`] and [`drain`]: the one drain order every driver
+//!   runs after every input (below).
 //! - [`policy`]: when to migrate, who is responsible, which mode.
 //! - [`journal`]: what each side persists, and the write requests.
 //! - `sim` (feature `sim`, on for tests and examples): the deterministic
@@ -28,11 +30,13 @@
 //!
 //! A stub has the shape of `quinn-proto`'s `Connection`: `handle_*(now, …)`
 //! methods feed it inputs, `poll_*` methods drain its outputs, and
-//! `poll_timeout` says when to call `handle_timeout`. A driver owns the
-//! executor (the task runtime), the store and the transport, and after
-//! **every** input runs the same drain, in this order:
+//! `poll_timeout` says when to call `handle_timeout`. Both stubs implement
+//! the [`Stub`] trait. A driver owns the executor (the task runtime), the
+//! store and the transport, implements [`Sink`] for what it does with each
+//! output, and after **every** input calls [`drain`], which runs the one
+//! drain order that every driver (the simulator included) shares:
 //!
-//! 1. `poll_action` until `None`, doing each [`Action`] in order:
+//! 1. every action, in order ([`Sink::action`]):
 //!    - `Run`, `Continue`, `Stop`, `Capture`: drive the executor. After every
 //!      step it reports [`ExecutorEvent::Reached`] and waits; it runs the next
 //!      step only on `Continue`. A `Capture` is answered with
@@ -44,21 +48,21 @@
 //!      reported durable.
 //!    - `Deliver` (local): write the output for the user and remember the
 //!      point durably. `Finish` (local): the task is over.
-//! 2. `poll_transmit` until `None`: send each message on its channel
+//! 2. every transmit ([`Sink::transmit`]): send each message on its channel
 //!    (control, bulk, output: separate streams, so bulk never starves
 //!    heartbeats).
-//! 3. `poll_event` until `None`: log them (`--events`).
-//! 4. `poll_timeout`: sleep until then (or until the next input) and call
-//!    `handle_timeout`.
+//! 3. every event ([`Sink::event`]): log them (`--events`).
+//! 4. it returns `poll_timeout`: sleep until then (or until the next input)
+//!    and call `handle_timeout`.
 //!
-//! Executor, persistence and transport answers come back as further inputs
-//! and go through the same drain. Keep that drain in one `drive()` function
-//! so that no caller can get the order wrong:
+//! A sink cannot reach the stub while [`drain`] runs. Executor, persistence
+//! and transport answers are fed back as further inputs once it returns,
+//! and each is followed by another [`drain`]:
 //!
 //! ```
 //! use baton_proto::{
-//!     Action, Blob, Digest, ExecutorEvent, LocalConfig, LocalStub, ModuleRef, Outcome, Point,
-//!     StateRef, TaskId, Time,
+//!     drain, Action, Blob, Digest, Event, ExecutorEvent, LocalConfig, LocalStub, ModuleRef,
+//!     Outcome, Point, Sink, StateRef, Stub, TaskId, Time, Transmit,
 //! };
 //! use baton_proto::policy::Migrate;
 //! use std::sync::Arc;
@@ -79,28 +83,36 @@
 //!     }
 //! }
 //!
-//! /// The drive loop: drain actions, transmits, events; feed back answers.
-//! fn drive(stub: &mut LocalStub, exec: &mut Executor, now: Time, out: &mut Vec<u8>) -> bool {
-//!     loop {
-//!         let mut durable = None;
-//!         while let Some(action) = stub.poll_action() {
-//!             match action {
-//!                 Action::Run { from } => { exec.at = from.point.0; exec.step() }
-//!                 Action::Continue => exec.step(),
-//!                 Action::Stop | Action::Capture { .. } => {}
-//!                 Action::Persist(req) => durable = Some(req.seq), // write + fsync here
-//!                 Action::Deliver(chunk) => out.extend_from_slice(chunk.bytes.as_bytes()),
-//!                 Action::Finish { .. } => return true,
-//!             }
+//! /// What the driver does with each output; answers wait in its fields.
+//! struct Driver { exec: Executor, out: Vec<u8>, durable: Option<u64>, finished: bool }
+//! impl Sink for Driver {
+//!     fn action(&mut self, action: Action) {
+//!         match action {
+//!             Action::Run { from } => { self.exec.at = from.point.0; self.exec.step() }
+//!             Action::Continue => self.exec.step(),
+//!             Action::Stop | Action::Capture { .. } => {}
+//!             Action::Persist(req) => self.durable = Some(req.seq), // write + fsync here
+//!             Action::Deliver(chunk) => self.out.extend_from_slice(chunk.bytes.as_bytes()),
+//!             Action::Finish { .. } => self.finished = true,
 //!         }
-//!         while let Some(_t) = stub.poll_transmit() { /* send on t.channel */ }
-//!         while let Some(_e) = stub.poll_event() { /* log */ }
-//!         if let Some(seq) = durable {
+//!     }
+//!     fn transmit(&mut self, _t: Transmit) { /* send on t.channel */ }
+//!     fn event(&mut self, _e: Event) { /* log */ }
+//! }
+//!
+//! /// The drive loop: drain, then feed back one answer, until nothing is left.
+//! fn drive(stub: &mut impl Stub, driver: &mut Driver, now: Time) -> bool {
+//!     loop {
+//!         let _wake_at = drain(stub, driver);
+//!         if driver.finished {
+//!             return true;
+//!         }
+//!         if let Some(seq) = driver.durable.take() {
 //!             stub.handle_persisted(now, seq);
-//!         } else if let Some(ev) = exec.queued.pop() {
+//!         } else if let Some(ev) = driver.exec.queued.pop() {
 //!             stub.handle_executor(now, ev);
 //!         } else {
-//!             return false; // a real driver now waits for poll_timeout or IO
+//!             return false; // a real driver now waits for `_wake_at` or IO
 //!         }
 //!     }
 //! }
@@ -113,10 +125,10 @@
 //! cfg.migrate = Arc::new(Migrate::Never); // no remote in this example
 //! let now = Time::ZERO;
 //! let mut stub = LocalStub::new(cfg, now, Executor::state(0));
-//! let mut exec = Executor { at: 0, queued: Vec::new() };
-//! let mut out = Vec::new();
-//! assert!(drive(&mut stub, &mut exec, now, &mut out));
-//! assert_eq!(out, b"step 1\nstep 2\nstep 3\n");
+//! let exec = Executor { at: 0, queued: Vec::new() };
+//! let mut driver = Driver { exec, out: Vec::new(), durable: None, finished: false };
+//! assert!(drive(&mut stub, &mut driver, now));
+//! assert_eq!(driver.out, b"step 1\nstep 2\nstep 3\n");
 //! ```
 //!
 //! The remote side is driven the same way; its driver creates a
@@ -127,6 +139,7 @@
 
 pub mod codec;
 pub mod config;
+mod drive;
 pub mod input;
 pub mod journal;
 mod lineage;
@@ -148,6 +161,7 @@ pub mod sim;
 
 pub use codec::{DecodeError, Limits};
 pub use config::{LocalConfig, Mutations, RemoteConfig, Timing};
+pub use drive::{drain, Sink, Stub};
 pub use input::{ExecutorEvent, LinkEvent};
 pub use journal::{LocalRecord, PersistRequest, Record, RemoteRecord, StateWrite};
 pub use local::LocalStub;

@@ -3,7 +3,8 @@
 //! and the invariant checks, run as things happen.
 //!
 //! Hosts are drivers in the sense of the crate docs: after every input they
-//! drain the stub's actions, transmits and events in order. Everything a
+//! run the crate's one [`drain`] on the stub, the same code the real drivers
+//! run. Everything a
 //! stub asks for (a step, a capture, a write, a message) comes back later as
 //! a scheduled event, so nothing is re-entrant and everything is replayable.
 //! A crash drops a host's stub, executor, unfinished writes and link; a
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use crate::codec::Limits;
 use crate::config::{LocalConfig, Mutations, RemoteConfig, Timing};
+use crate::drive::{drain, Sink};
 use crate::input::{ExecutorEvent, LinkEvent};
 use crate::journal::{LocalRecord, PersistRequest, Record, StateWrite};
 use crate::message::{Channel, Message, ModuleRef, TaskId};
@@ -73,6 +75,34 @@ macro_rules! each {
             Stub::None => $none,
         }
     };
+}
+
+/// One output of a stub, as [`drain`] handed it to the world's sink.
+// Unboxed on purpose: the buffer is reused, so its slot size costs nothing,
+// while a box would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Output {
+    Action(Action),
+    Transmit(Transmit),
+    Event(Event),
+}
+
+/// The world's [`Sink`]: records outputs for `World::pump` to carry out.
+/// Kept in the world between drains so that its buffer is reused.
+#[derive(Debug, Default)]
+struct Outputs(Vec<Output>);
+
+impl Sink for Outputs {
+    fn action(&mut self, a: Action) {
+        self.0.push(Output::Action(a));
+    }
+    fn transmit(&mut self, t: Transmit) {
+        self.0.push(Output::Transmit(t));
+    }
+    fn event(&mut self, e: Event) {
+        self.0.push(Output::Event(e));
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,6 +326,8 @@ pub(crate) struct World {
     remote_has_module: bool,
     verbose: bool,
     migrate_ok: bool,
+    /// The sink `pump` drains into (empty between drains).
+    drained: Outputs,
 }
 
 impl World {
@@ -350,6 +382,7 @@ impl World {
             remote_has_module,
             verbose,
             migrate_ok: true,
+            drained: Outputs::default(),
         };
         w.report.steps_needed = w.task.last().0;
         w.hosts[1].store.states.clear();
@@ -765,25 +798,33 @@ impl World {
 
     // ----- the drive loop ------------------------------------------------------
 
+    /// Runs the shared [`drain`] on a host's stub, then carries out what it
+    /// produced.
+    ///
+    /// The world owns the stub, so a sink that did the work on the spot
+    /// would need the world while [`drain`] holds the stub; and `apply`
+    /// reads the stub (its flow, when a step passes a point). So the sink
+    /// only records the outputs, in the order [`drain`] hands them over, and
+    /// they are carried out in that order right after. Nothing can tell the
+    /// difference: a sink may not feed the stub anyway, and polling only
+    /// empties the stub's queues.
     fn pump(&mut self, side: usize) {
-        loop {
-            let action = each!(&mut self.hosts[side].stub, s => s.poll_action(), None);
-            let Some(a) = action else { break };
-            self.trace(side, Tr::Act(a.clone()));
-            self.apply(side, a);
+        let mut outputs = std::mem::take(&mut self.drained);
+        let next = each!(&mut self.hosts[side].stub, s => drain(&mut **s, &mut outputs), None);
+        for out in outputs.0.drain(..) {
+            match out {
+                Output::Action(a) => {
+                    self.trace(side, Tr::Act(a.clone()));
+                    self.apply(side, a);
+                }
+                Output::Transmit(t) => self.send(side, t),
+                Output::Event(e) => {
+                    self.trace(side, Tr::Ev(e.clone()));
+                    self.on_event(side, e);
+                }
+            }
         }
-        loop {
-            let t = each!(&mut self.hosts[side].stub, s => s.poll_transmit(), None);
-            let Some(t) = t else { break };
-            self.send(side, t);
-        }
-        loop {
-            let e = each!(&mut self.hosts[side].stub, s => s.poll_event(), None);
-            let Some(e) = e else { break };
-            self.trace(side, Tr::Ev(e.clone()));
-            self.on_event(side, e);
-        }
-        let next = each!(&self.hosts[side].stub, s => s.poll_timeout(), None);
+        self.drained = outputs;
         let h = &mut self.hosts[side];
         h.timer_gen += 1;
         if let Some(t) = next {
