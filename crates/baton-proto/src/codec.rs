@@ -7,6 +7,13 @@
 //! decoded value is checked against [`Limits`]. Every failure is a
 //! [`DecodeError`]; nothing here panics on any input. This module must not
 //! interpret messages beyond those bounds.
+//!
+//! Within one [`VERSION`] the encoding only grows, so that journals written
+//! by earlier releases keep decoding: a type may gain an enum variant at the
+//! end (postcard writes a variant's position), and a form that is no longer
+//! written stays readable ([`crate::Outcome`]'s legacy failure, variant 1).
+//! A decoder of an earlier release refuses a frame that uses a newer variant
+//! as [`DecodeError::Malformed`]. `tests/golden.rs` pins the bytes.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -196,7 +203,7 @@ impl Message {
 
 fn outcome_ok(o: &Outcome, limits: &Limits) -> Result<(), DecodeError> {
     match o {
-        Outcome::Failed(s) if s.len() > limits.max_text => {
+        Outcome::Failed { reason, .. } if reason.len() > limits.max_text => {
             Err(DecodeError::Invalid("failure message too long"))
         }
         _ => Ok(()),

@@ -3,7 +3,7 @@
 //! Owns [`ExecutorEvent`] (news from the task runtime) and [`LinkEvent`]
 //! (news from the transport). Plain data.
 
-use crate::state::{Blob, Checkpoint, Outcome, StateRef};
+use crate::state::{Blob, Checkpoint, FailKind, Outcome, StateRef};
 
 /// News from the side's executor (the task runtime driven by the driver).
 ///
@@ -35,6 +35,8 @@ pub enum ExecutorEvent {
     Failed {
         /// The point the failed step started from.
         at: StateRef,
+        /// What stopped it.
+        kind: FailKind,
         /// Why, for the user.
         reason: String,
     },

@@ -6,7 +6,9 @@
 //! committed output, module). A stub emits a request; the driver writes it
 //! atomically and fsyncs, then reports `handle_persisted(seq)`. A stub never
 //! acknowledges anything to its peer before the driver said it is durable.
-//! This module holds data and its encoding only.
+//! This module holds data and its encoding only. Records written by earlier
+//! releases must keep decoding (see [`crate::codec`]): a crash must not cost
+//! a task its journal because baton was upgraded in between.
 
 use serde::{Deserialize, Serialize};
 

@@ -169,5 +169,5 @@ pub use message::{Channel, Message, ModuleRef, TaskId};
 pub use output::{Action, Event, Transmit};
 pub use remote::RemoteStub;
 pub use roles::{Agreement, Assignment, Epoch, Mode, SessionId, Side};
-pub use state::{Blob, Checkpoint, Digest, Outcome, OutputChunk, Point, StateRef};
+pub use state::{Blob, Checkpoint, Digest, FailKind, Outcome, OutputChunk, Point, StateRef};
 pub use time::Time;

@@ -274,13 +274,13 @@ impl RemoteStub {
                     self.on_point(now, state, output, Some(outcome));
                 }
             }
-            ExecutorEvent::Failed { at, reason } => {
+            ExecutorEvent::Failed { at, kind, reason } => {
                 if self.core.running() {
                     self.core.exec = Exec::Idle;
                     self.finish(
                         Finish {
                             state: at,
-                            outcome: Outcome::Failed(reason),
+                            outcome: Outcome::Failed { kind, reason },
                         },
                         None,
                     );

@@ -1,7 +1,8 @@
 //! The lineage vocabulary: points, digests, checkpoints, output.
 //!
 //! Owns the value types that name a task's states ([`Point`], [`Digest`],
-//! [`StateRef`]) and carry them ([`Checkpoint`], [`OutputChunk`], [`Blob`]).
+//! [`StateRef`]) and carry them ([`Checkpoint`], [`OutputChunk`], [`Blob`]),
+//! and how a task ends ([`Outcome`], [`FailKind`]).
 //! To the protocol a checkpoint is opaque bytes plus (point, digest); this
 //! module must never look inside the bytes or depend on the task runtime.
 
@@ -215,17 +216,188 @@ impl fmt::Debug for OutputChunk {
 }
 
 /// How a task ended.
+///
+/// Encoded through a private wire form whose variant numbers are the format:
+/// number 1 is the failure as releases before [`FailKind`] wrote it (the
+/// kind as a `"[trap] "` prefix of the text), still read and turned into
+/// [`Outcome::Failed`], never written; number 3 is the typed failure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "OutcomeWire", into = "OutcomeWire")]
 pub enum Outcome {
     /// The task finished with this exit status.
     Exit(i32),
-    /// A step failed (a trap or a limit) with this message. Determinism means
-    /// the step fails the same way on either side, so this ends the task.
-    Failed(String),
+    /// A step failed. Determinism means the step fails the same way on
+    /// either side, so this ends the task.
+    Failed {
+        /// What stopped it (the local side maps it to an exit status).
+        kind: FailKind,
+        /// Why, for the user (at most [`crate::Limits::max_text`] bytes on
+        /// the wire).
+        reason: String,
+    },
     /// The two sides computed different digests for the same point; nothing
     /// was merged and the task was stopped.
     Diverged {
         /// The point where the digests differ.
         point: Point,
     },
+}
+
+/// What made a step fail, as far as the side that ran it could tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailKind {
+    /// The task trapped: a bug in the task or in its input.
+    Trap,
+    /// A limit stopped it (step time, memory).
+    Limit,
+    /// Anything else: the host could not run it.
+    Error,
+}
+
+impl FailKind {
+    /// The kind's name: `"trap"`, `"limit"` or `"error"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailKind::Trap => "trap",
+            FailKind::Limit => "limit",
+            FailKind::Error => "error",
+        }
+    }
+
+    /// Splits a failure text of the legacy form (`"[trap] unreachable"`)
+    /// into its kind and the text after the tag. A text without a known tag
+    /// is an [`FailKind::Error`], kept whole.
+    fn from_legacy(mut reason: String) -> (FailKind, String) {
+        const TAGS: [(&str, FailKind); 3] = [
+            ("[trap] ", FailKind::Trap),
+            ("[limit] ", FailKind::Limit),
+            ("[error] ", FailKind::Error),
+        ];
+        for (tag, kind) in TAGS {
+            if reason.starts_with(tag) {
+                reason.drain(..tag.len());
+                return (kind, reason);
+            }
+        }
+        (FailKind::Error, reason)
+    }
+}
+
+/// The encoding of [`Outcome`]. Postcard writes the variant's position, so
+/// these must never be reordered; a new form is appended.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Outcome")]
+enum OutcomeWire {
+    /// 0.
+    Exit(i32),
+    /// 1: a failure as written before the kind was typed. Decoded only.
+    LegacyFailed(String),
+    /// 2.
+    Diverged { point: Point },
+    /// 3.
+    Failed { kind: FailKind, reason: String },
+}
+
+impl From<OutcomeWire> for Outcome {
+    fn from(w: OutcomeWire) -> Outcome {
+        match w {
+            OutcomeWire::Exit(code) => Outcome::Exit(code),
+            OutcomeWire::LegacyFailed(text) => {
+                let (kind, reason) = FailKind::from_legacy(text);
+                Outcome::Failed { kind, reason }
+            }
+            OutcomeWire::Diverged { point } => Outcome::Diverged { point },
+            OutcomeWire::Failed { kind, reason } => Outcome::Failed { kind, reason },
+        }
+    }
+}
+
+impl From<Outcome> for OutcomeWire {
+    fn from(o: Outcome) -> OutcomeWire {
+        match o {
+            Outcome::Exit(code) => OutcomeWire::Exit(code),
+            Outcome::Failed { kind, reason } => OutcomeWire::Failed { kind, reason },
+            Outcome::Diverged { point } => OutcomeWire::Diverged { point },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes `text` the way releases before the typed kind did.
+    fn legacy(text: &str) -> Vec<u8> {
+        postcard::to_allocvec(&OutcomeWire::LegacyFailed(text.into())).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Outcome> {
+        postcard::from_bytes(bytes).ok()
+    }
+
+    fn failed(kind: FailKind, reason: &str) -> Option<Outcome> {
+        Some(Outcome::Failed {
+            kind,
+            reason: reason.into(),
+        })
+    }
+
+    #[test]
+    fn legacy_failures_recover_their_kind() {
+        let cases = [
+            ("[trap] unreachable", FailKind::Trap, "unreachable"),
+            ("[limit] step took 3s", FailKind::Limit, "step took 3s"),
+            (
+                "[error] no task to step",
+                FailKind::Error,
+                "no task to step",
+            ),
+            ("no tag at all", FailKind::Error, "no tag at all"),
+            ("[trap]no space", FailKind::Error, "[trap]no space"),
+            ("[TRAP] upper", FailKind::Error, "[TRAP] upper"),
+            ("", FailKind::Error, ""),
+            ("[trap] ", FailKind::Trap, ""),
+        ];
+        for (text, kind, reason) in cases {
+            assert_eq!(decode(&legacy(text)), failed(kind, reason), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn typed_failures_round_trip_and_never_use_the_legacy_form() {
+        for kind in [FailKind::Trap, FailKind::Limit, FailKind::Error] {
+            // A reason that looks tagged stays as it is: only the legacy
+            // form is parsed.
+            let o = Outcome::Failed {
+                kind,
+                reason: "[trap] looks tagged".into(),
+            };
+            let bytes = postcard::to_allocvec(&o).unwrap_or_default();
+            assert_eq!(bytes.first(), Some(&3));
+            assert_eq!(decode(&bytes), Some(o));
+        }
+    }
+
+    #[test]
+    fn other_outcomes_keep_their_encoding() {
+        let exit = postcard::to_allocvec(&Outcome::Exit(-1)).unwrap_or_default();
+        assert_eq!(exit, [0, 1]);
+        let div = Outcome::Diverged { point: Point(300) };
+        let bytes = postcard::to_allocvec(&div).unwrap_or_default();
+        assert_eq!(bytes, [2, 0xac, 0x02]);
+        assert_eq!(decode(&bytes), Some(div));
+    }
+
+    #[test]
+    fn unknown_kinds_and_forms_are_refused() {
+        assert_eq!(decode(&[3, 3, 0]), None); // kind 3 does not exist
+        assert_eq!(decode(&[4]), None); // form 4 does not exist
+        assert_eq!(decode(&[1, 5, b'a']), None); // text shorter than its length
+    }
+
+    #[test]
+    fn kind_names() {
+        let names = [FailKind::Trap, FailKind::Limit, FailKind::Error].map(FailKind::as_str);
+        assert_eq!(names, ["trap", "limit", "error"]);
+    }
 }

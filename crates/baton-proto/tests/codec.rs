@@ -8,8 +8,8 @@ use baton_proto::message::{
     Welcome, WireTiming,
 };
 use baton_proto::{
-    Agreement, Assignment, Blob, Checkpoint, Digest, Epoch, Limits, Message, Mode, ModuleRef,
-    Outcome, OutputChunk, Point, SessionId, Side, StateRef, TaskId,
+    Agreement, Assignment, Blob, Checkpoint, Digest, Epoch, FailKind, Limits, Message, Mode,
+    ModuleRef, Outcome, OutputChunk, Point, SessionId, Side, StateRef, TaskId,
 };
 use proptest::prelude::*;
 
@@ -33,10 +33,18 @@ fn assignment() -> impl Strategy<Value = Assignment> {
     })
 }
 
+fn fail_kind() -> impl Strategy<Value = FailKind> {
+    prop_oneof![
+        Just(FailKind::Trap),
+        Just(FailKind::Limit),
+        Just(FailKind::Error)
+    ]
+}
+
 fn outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
         any::<i32>().prop_map(Outcome::Exit),
-        ".{0,20}".prop_map(Outcome::Failed),
+        (fail_kind(), ".{0,20}").prop_map(|(kind, reason)| Outcome::Failed { kind, reason }),
         any::<u64>().prop_map(|p| Outcome::Diverged { point: Point(p) }),
     ]
 }

@@ -339,12 +339,12 @@ impl LocalStub {
                     self.request_finish(Finish { state, outcome });
                 }
             }
-            ExecutorEvent::Failed { at, reason } => {
+            ExecutorEvent::Failed { at, kind, reason } => {
                 if self.core.running() {
                     self.core.exec = Exec::Idle;
                     self.request_finish(Finish {
                         state: at,
-                        outcome: Outcome::Failed(reason),
+                        outcome: Outcome::Failed { kind, reason },
                     });
                 }
             }
