@@ -4,71 +4,15 @@
 //! This file owns the command-line entry: parsing, logging set-up, and the
 //! one decision of the process's exit status and error line.
 
-mod agent;
-mod cli;
-mod console;
-mod events;
-mod exec;
-mod journal;
-mod link;
-mod meta;
-mod remote_run;
-mod runner;
-mod store;
-mod units;
-mod worker;
-
 use std::process::ExitCode;
 
+use baton::cli::{Cli, Command};
+use baton::client::console::Console;
+use baton::client::session::{Ending, TaskFailed};
+use baton::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_LIMIT, EXIT_TRAP};
+use baton_proto::FailKind;
 use baton_task::TaskError;
-use clap::{Parser, Subcommand};
-
-/// Exit status when a step trapped (as a native program killed by SIGABRT).
-pub const EXIT_TRAP: u8 = 134;
-/// Exit status when a limit (--max-step-time, --max-memory) stopped the task.
-pub const EXIT_LIMIT: u8 = 124;
-/// Exit status for baton's own errors (bad options, unreadable or invalid
-/// module, damaged journal, I/O).
-pub const EXIT_ERROR: u8 = 125;
-/// Exit status after Ctrl-C stopped the task at a point.
-pub const EXIT_INTERRUPTED: u8 = 130;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "baton",
-    version,
-    about = "Run WebAssembly tasks that can stop at any point and continue anywhere, byte-identical."
-)]
-struct Cli {
-    /// More log output on stderr (-v: info, -vv: debug, -vvv: trace).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
-    #[command(subcommand)]
-    command: Command,
-}
-
-// Parsed once per process: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run a task (a WASI module) to the end.
-    Run(cli::run::RunArgs),
-    /// Continue a task journaled with --state-dir from its newest point.
-    Resume(cli::resume::ResumeArgs),
-    /// Summarise a checkpoint file, journaled tasks or an agent's data dir.
-    Inspect(cli::inspect::InspectArgs),
-    /// List journaled tasks: where each runs, its point, its state.
-    List(cli::list::ListArgs),
-    /// Show baton at work on example tasks.
-    Demo(cli::demo::DemoArgs),
-    /// Serve tasks that clients extend onto this machine.
-    Agent(cli::agent::AgentArgs),
-    /// Show this machine's client identity (for an agent's authorized-clients file).
-    Identity(cli::identity::IdentityArgs),
-    /// Measure migration downtime, failover time and sync overhead (BENCHMARKS.md).
-    #[command(hide = true)]
-    BenchRemote(cli::bench::BenchArgs),
-}
+use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -113,7 +57,7 @@ fn main() -> ExitCode {
 
     if matches!(
         cli.command,
-        Command::Inspect(_) | Command::List(_) | Command::Demo(_) | Command::BenchRemote(_)
+        Command::Inspect(_) | Command::List(_) | Command::Demo(_)
     ) {
         // These only print: when the reader goes away (`| head`), end
         // quietly as other Unix tools do, instead of failing on every line.
@@ -132,16 +76,15 @@ fn main() -> ExitCode {
         Command::Demo(args) => args.execute().map(|()| None),
         Command::Agent(args) => args.execute().map(|()| None),
         Command::Identity(args) => args.execute().map(|()| None),
-        Command::BenchRemote(args) => args.execute().map(|()| None),
     };
     match result {
         Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(runner::Ending::Finished(status))) => ExitCode::from(status as u8),
-        Ok(Some(runner::Ending::Interrupted(_))) => ExitCode::from(EXIT_INTERRUPTED),
+        Ok(Some(Ending::Finished(status))) => ExitCode::from(status as u8),
+        Ok(Some(Ending::Interrupted(_))) => ExitCode::from(EXIT_INTERRUPTED),
         Err(e) => {
             // Through the console: it erases the status line and starts a
             // fresh line if the task left stderr mid-line.
-            console::Console::global().line(&format!("baton: error: {}", one_line(&e)));
+            Console::global().line(&format!("baton: error: {}", one_line(&e)));
             ExitCode::from(exit_status(&e))
         }
     }
@@ -168,11 +111,11 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn exit_status(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if let Some(f) = cause.downcast_ref::<remote_run::TaskFailed>() {
+        if let Some(f) = cause.downcast_ref::<TaskFailed>() {
             return match f.kind {
-                exec::FailKind::Trap => EXIT_TRAP,
-                exec::FailKind::Limit => EXIT_LIMIT,
-                exec::FailKind::Error => EXIT_ERROR,
+                FailKind::Trap => EXIT_TRAP,
+                FailKind::Limit => EXIT_LIMIT,
+                FailKind::Error => EXIT_ERROR,
             };
         }
         if let Some(t) = cause.downcast_ref::<TaskError>() {

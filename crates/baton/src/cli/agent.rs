@@ -17,7 +17,7 @@ use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::agent::{self, AgentLimits, AgentOptions};
-use crate::console::Console;
+use crate::client::console::Console;
 use crate::units::{parse_bytes, parse_duration};
 
 /// Options of `baton agent`.

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use baton_task::checkpoint::{self, Kind, Summary};
 use clap::Args;
 
-use crate::journal::Journal;
+use crate::store::journal::Journal;
 use crate::units::human_bytes;
 
 /// Options of `baton inspect`.
@@ -139,142 +139,99 @@ pub struct TaskLine {
 /// An unreadable or damaged journal.
 pub fn task_line(state_dir: &std::path::Path, id: &str) -> Result<TaskLine> {
     let journal = Journal::open_to_read(state_dir, id)?;
-    let r = journal.record();
-    let state = match journal.finished()? {
-        Some(f) => format!("finished, status {}", f.exit_status),
-        None => "stopped: `baton resume` continues it".to_string(),
+    let spec = journal.spec();
+    let kind = match &spec.remote {
+        Some(t) => format!("remote {}", t.agent),
+        None => "local".to_string(),
     };
-    let limits = checkpoint::Limits {
-        max_memory: r.max_memory,
-        ..Default::default()
-    };
-    if let (Some(spec), Some(f)) = (&r.remote, journal.finished()?) {
+    if let Some(f) = journal.finished()? {
         return Ok(TaskLine {
             id: id.to_string(),
-            kind: format!("remote {}", spec.agent),
+            kind,
             runs: "-".to_string(),
             point: Some(f.points),
-            state,
+            state: format!("finished, status {}", f.exit_status),
         });
     }
-    match &r.remote {
-        Some(spec) => {
-            let rec = crate::store::TaskLog::read(journal.dir(), &limits)?;
-            let local = rec
-                .record
-                .as_deref()
-                .and_then(|b| baton_proto::LocalRecord::decode(b).ok());
-            let runs = match &local {
-                Some(l) => format!(
-                    "{} executes, {} responsible",
-                    l.agreement.assignment.executor.as_str(),
-                    l.agreement.assignment.responsible.as_str()
-                ),
-                None => "-".to_string(),
-            };
-            Ok(TaskLine {
-                id: id.to_string(),
-                kind: format!("remote {}", spec.agent),
-                runs,
-                point: rec.state.map(|(s, _)| s.point.0),
-                state,
-            })
-        }
-        None => {
-            let log = std::fs::read(journal.dir().join("points.log")).unwrap_or_default();
-            let (_, newest) = scan_log(&log);
-            let point = match newest {
-                Some(s) => Some(s.point),
-                None => std::fs::read(journal.dir().join("base.ckpt"))
-                    .ok()
-                    .and_then(|b| checkpoint::summarize(&b).ok())
-                    .map(|s| s.point),
-            };
-            Ok(TaskLine {
-                id: id.to_string(),
-                kind: "local".to_string(),
-                runs: "here".to_string(),
-                point,
-                state,
-            })
-        }
-    }
+    let rec = journal.read_log()?;
+    let local = rec
+        .record
+        .as_deref()
+        .and_then(|b| baton_proto::LocalRecord::decode(b).ok());
+    let runs = match (&local, &spec.remote) {
+        (Some(l), Some(_)) => format!(
+            "{} executes, {} responsible",
+            l.agreement.assignment.executor.as_str(),
+            l.agreement.assignment.responsible.as_str()
+        ),
+        (_, None) => "here".to_string(),
+        (None, Some(_)) => "-".to_string(),
+    };
+    Ok(TaskLine {
+        id: id.to_string(),
+        kind,
+        runs,
+        point: rec.state.map(|(s, _)| s.point.0),
+        state: "stopped: `baton resume` continues it".to_string(),
+    })
 }
 
 fn show_task(state_dir: &std::path::Path, id: &str) -> Result<()> {
     let journal = Journal::open_to_read(state_dir, id)?;
-    let r = journal.record();
-    println!("task       {}", r.id);
+    let spec = journal.spec();
+    println!("task       {}", spec.id);
     println!(
         "module     {} ({})",
-        r.module_path,
-        &r.module_digest[..12.min(r.module_digest.len())]
+        spec.module.path,
+        &spec.module.digest[..12.min(spec.module.digest.len())]
     );
-    if let Some(spec) = &r.remote {
-        let line = task_line(state_dir, id)?;
-        println!("remote     {} ({})", spec.agent, spec.fingerprint);
-        println!("runs       {}", line.runs);
+    println!("args       {}", spec.args.join(" "));
+    println!(
+        "limits     memory {}, step time {}",
+        human_bytes(spec.limits.max_memory),
+        spec.limits
+            .max_step_time_ms
+            .map_or("unlimited".to_string(), |ms| format!("{ms} ms"))
+    );
+    if let Some(t) = &spec.remote {
+        println!("remote     {} ({})", t.agent, t.fingerprint);
+    }
+    if let Some(f) = journal.finished()? {
         println!(
-            "point      {} (newest held here)",
-            line.point.map_or("-".to_string(), |p| p.to_string())
+            "state      finished at point {} with status {}",
+            f.points, f.exit_status
         );
-        println!("state      {}", line.state);
+        println!("  point    {}", f.points);
+        println!("  digest   {}", f.digest);
+        if let Some(m) = f.memory {
+            println!("  memory   {}", human_bytes(m));
+        }
         return Ok(());
     }
-    match journal.finished()? {
-        Some(f) => println!(
-            "state      finished at point {} with status {} (digest {})",
-            f.points, f.exit_status, f.digest
-        ),
-        None => println!(
-            "state      stopped; continue with `baton resume {id} --state-dir {}`",
-            state_dir.display()
-        ),
+    let line = task_line(state_dir, id)?;
+    println!("runs       {}", line.runs);
+    println!(
+        "state      stopped; continue with `baton resume {id} --state-dir {}`",
+        state_dir.display()
+    );
+    let rec = journal.read_log()?;
+    if let Some(d) = &rec.damage {
+        println!("log        damaged: {d} (a resume goes on from the newest intact point)");
     }
-    let base = journal.dir().join("base.ckpt");
-    match std::fs::read(&base)
-        .map_err(anyhow::Error::from)
-        .and_then(|b| checkpoint::summarize(&b).map_err(anyhow::Error::from))
-    {
-        Ok(s) => {
-            println!("base.ckpt");
-            print_summary(&s);
+    match &rec.state {
+        Some((r, st)) => {
+            println!("newest state in the log");
+            println!("  point    {}", r.point.0);
+            println!("  digest   {}", r.digest);
+            println!("  memory   {}", human_bytes(st.memory().len() as u64));
+            if let Some(status) = st.finished {
+                println!("  finished with status {status}");
+            }
+            println!("  output   shown through point {}", rec.delivered.0);
         }
-        Err(e) => println!("base.ckpt  unusable: {e:#}"),
-    }
-    let log = std::fs::read(journal.dir().join("points.log")).unwrap_or_default();
-    let (records, newest) = scan_log(&log);
-    match newest {
-        Some(s) => {
-            println!("points.log ({records} points after the base; the newest:)");
-            print_summary(&s);
-        }
-        None => println!("points.log (no points after the base)"),
+        None => println!("log        holds no usable state"),
     }
     Ok(())
-}
-
-/// Counts the intact records of a journal log and summarises the last one.
-fn scan_log(log: &[u8]) -> (usize, Option<Summary>) {
-    let (mut pos, mut count, mut last) = (0usize, 0, None);
-    while let Some(len) = log.get(pos..pos + 8) {
-        let mut n = [0u8; 8];
-        n.copy_from_slice(len);
-        let Some(end) = usize::try_from(u64::from_le_bytes(n))
-            .ok()
-            .and_then(|n| (pos + 8).checked_add(n))
-            .filter(|&e| e <= log.len())
-        else {
-            break;
-        };
-        match checkpoint::summarize(&log[pos + 8..end]) {
-            Ok(s) => last = Some(s),
-            Err(_) => break,
-        }
-        count += 1;
-        pos = end;
-    }
-    (count, last)
 }
 
 fn print_summary(s: &Summary) {

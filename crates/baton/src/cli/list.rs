@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::cli::inspect::task_line;
-use crate::journal::default_state_dir;
+use crate::store::journal::{default_state_dir, list};
 
 /// Options of `baton list`.
 #[derive(Debug, Args)]
@@ -30,18 +30,7 @@ impl ListArgs {
             Some(d) => d,
             None => default_state_dir()?,
         };
-        let mut ids: Vec<String> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().join("task.json").is_file())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}", dir.display()));
-            }
-        };
-        ids.sort();
+        let ids = list(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
         if ids.is_empty() {
             println!("no journaled tasks in {}", dir.display());
             return Ok(());

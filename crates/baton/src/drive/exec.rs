@@ -8,15 +8,20 @@
 //! runtime. It also owns the framing of a step's output (stdout and stderr
 //! in one blob, [`OutputFrames`]).
 //!
-//! The store is in memory: this side's promise of durability lasts as long
-//! as the process. It must not do IO, talk to the network or decide
-//! anything about the protocol.
+//! What the store keeps is a setting ([`Keep`]): a copy of the newest state
+//! in memory where this side may have to ship it or run from it again (a
+//! run that extends onto an agent, and the agent), only the deltas for the
+//! log (a local run with a journal), or nothing at all (a plain local run,
+//! which then also computes digests only as often as someone looks at them
+//! and writes output straight through). It must not do IO, talk to the
+//! network or decide anything about the protocol.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use baton_proto::{Blob, Checkpoint as WireCheckpoint, ExecutorEvent, Outcome, StateRef};
+use baton_proto::{Blob, Checkpoint as WireCheckpoint, ExecutorEvent, FailKind, Outcome, StateRef};
 use baton_task::checkpoint::{self, CheckpointError, Decoded};
-use baton_task::wasi::{ClockMode, OutStream};
+use baton_task::wasi::{ClockMode, OutStream, Preopen, WriteBackReport};
 use baton_task::{Engine, Limits, Program, State, StepOutcome, Task, TaskError};
 
 /// Why the executor or the store could not do what the stub asked.
@@ -45,7 +50,10 @@ pub enum ExecError {
     /// The durable store failed (a disk error): nothing more can be
     /// promised durable for this task.
     #[error("the task's store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::store::log::StoreError),
+    /// The task's files could not be written back.
+    #[error("cannot write the task's files back: {0}")]
+    WriteBack(String),
     /// The module bytes the peer sent are not the module it named.
     #[error("the module sent is not the one announced (digest {found}, expected {expected})")]
     ModuleMismatch {
@@ -56,52 +64,22 @@ pub enum ExecError {
     },
 }
 
-/// The exit status a failed step maps to, carried in front of the reason
-/// of an [`Outcome::Failed`] so that the local side can report it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailKind {
-    /// A trap: a bug in the task.
-    Trap,
-    /// A limit (step time, memory) stopped it.
-    Limit,
-    /// Anything else.
-    Error,
+/// The kind of a failure, for the exit status the local side reports.
+fn fail_kind_of_exec(e: &ExecError) -> FailKind {
+    match e {
+        ExecError::Task(t) => fail_kind(t),
+        _ => FailKind::Error,
+    }
 }
 
-impl FailKind {
-    fn tag(self) -> &'static str {
-        match self {
-            FailKind::Trap => "[trap] ",
-            FailKind::Limit => "[limit] ",
-            FailKind::Error => "[error] ",
-        }
-    }
-
-    /// Splits a reason made by this module into its kind and its text.
-    pub fn parse(reason: &str) -> (FailKind, &str) {
-        for kind in [FailKind::Trap, FailKind::Limit, FailKind::Error] {
-            if let Some(rest) = reason.strip_prefix(kind.tag()) {
-                return (kind, rest);
-            }
-        }
-        (FailKind::Error, reason)
-    }
-
-    fn of_exec(e: &ExecError) -> FailKind {
-        match e {
-            ExecError::Task(t) => FailKind::of(t),
-            _ => FailKind::Error,
-        }
-    }
-
-    fn of(e: &TaskError) -> FailKind {
-        match e {
-            TaskError::Trap { .. } => FailKind::Trap,
-            TaskError::StepTimeout { .. }
-            | TaskError::MemoryLimit { .. }
-            | TaskError::OutOfMemory { .. } => FailKind::Limit,
-            _ => FailKind::Error,
-        }
+/// The kind of a step's failure.
+fn fail_kind(e: &TaskError) -> FailKind {
+    match e {
+        TaskError::Trap { .. } => FailKind::Trap,
+        TaskError::StepTimeout { .. }
+        | TaskError::MemoryLimit { .. }
+        | TaskError::OutOfMemory { .. } => FailKind::Limit,
+        _ => FailKind::Error,
     }
 }
 
@@ -155,6 +133,38 @@ pub enum Written {
     Delta(Blob),
 }
 
+/// What this side's store keeps of the states the stub persists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// A copy of the newest state, in memory: this side may ship it to the
+    /// peer or run from it again (both sides of a remote run).
+    Copy,
+    /// Nothing in memory: persisting a point yields what changed since the
+    /// last one, for a log (a local run with a journal).
+    Log,
+    /// Nothing at all: persisting is free, and the digest of a point is
+    /// computed only when `digest_every` has passed since the last one (or
+    /// at the end); other points carry [`baton_proto::Digest::default`].
+    /// Output goes straight to the task's own sink (a local run without a
+    /// journal).
+    Nothing {
+        /// How often a point's digest is wanted (for `point` events), if
+        /// ever.
+        digest_every: Option<Duration>,
+    },
+}
+
+/// What a finished task left, reported when its files are written back.
+#[derive(Debug, Default)]
+pub struct FinishReport {
+    /// What was written back.
+    pub written: WriteBackReport,
+    /// Memory the task asked for beyond its limit (memory.grow failed).
+    pub memory_refused: Option<u64>,
+    /// The final memory size, in bytes.
+    pub memory: u64,
+}
+
 /// What the peer is believed to hold, for deltas.
 enum Mirror {
     /// Nothing known.
@@ -175,6 +185,11 @@ pub struct ExecCore {
     /// The point the live task is paused at.
     at: Option<StateRef>,
     store: Option<(StateRef, State)>,
+    /// The newest state persisted, when the store keeps no copy of it.
+    held: Option<StateRef>,
+    keep: Keep,
+    /// When a lazily computed digest was last computed.
+    last_digest: Option<Instant>,
     mirror: Mirror,
     out: Arc<Mutex<Vec<u8>>>,
     decode_limits: checkpoint::Limits,
@@ -202,6 +217,9 @@ impl ExecCore {
             task: None,
             at: None,
             store: None,
+            held: None,
+            keep: Keep::Copy,
+            last_digest: None,
             mirror: Mirror::None,
             out: Arc::default(),
             decode_limits: checkpoint::Limits {
@@ -211,9 +229,10 @@ impl ExecCore {
         }
     }
 
-    /// An executor around a task just created at point 0, whose state
-    /// becomes the store's. Returns it with the state's reference and the
-    /// full checkpoint of that state (for a journal), made once.
+    /// An executor around a task just created at point 0, keeping what
+    /// `keep` says. Returns it with the state's reference and, unless
+    /// nothing is kept, the full checkpoint of that state (for a journal),
+    /// made once.
     ///
     /// # Errors
     ///
@@ -224,20 +243,65 @@ impl ExecCore {
         clock: ClockMode,
         limits: Limits,
         mut task: Task,
-    ) -> Result<(ExecCore, StateRef, baton_task::Checkpoint), ExecError> {
+        keep: Keep,
+    ) -> Result<(ExecCore, StateRef, Option<baton_task::Checkpoint>), ExecError> {
         let mut core = ExecCore::empty(engine, Some(program), clock, limits);
-        let out = core.out.clone();
-        task.set_sink(Box::new(move |s: OutStream, b: &[u8]| {
-            OutputFrames::push(&mut out.lock().unwrap_or_else(|p| p.into_inner()), s, b)
-        }));
-        // Makes point 0 the base of later deltas, too.
-        let full = task.checkpoint()?;
-        let state = task.state()?;
-        let at = StateRef::new(baton_proto::Point(state.point), wire_digest(full.digest));
-        core.store = Some((at, state));
+        core.keep = keep;
+        let (at, full) = match keep {
+            Keep::Nothing { .. } => {
+                // Output streams to the sink the task was created with. The
+                // digest is wanted only if this is already the end
+                // (`_initialize` exited).
+                let digest = match task.finished() {
+                    Some(_) => wire_digest(task.digest()?),
+                    None => Default::default(),
+                };
+                let at = StateRef::new(baton_proto::Point(task.point()), digest);
+                core.held = Some(at);
+                (at, None)
+            }
+            Keep::Copy | Keep::Log => {
+                core.frame_output(&mut task);
+                // Makes point 0 the base of later deltas, too.
+                let full = task.checkpoint()?;
+                let at = StateRef::new(baton_proto::Point(full.point), wire_digest(full.digest));
+                if keep == Keep::Copy {
+                    core.store = Some((at, task.state()?));
+                } else {
+                    core.held = Some(at);
+                }
+                (at, Some(full))
+            }
+        };
         core.task = Some(task);
         core.at = Some(at);
         Ok((core, at, full))
+    }
+
+    /// An executor for a task continued from a log (`baton resume`):
+    /// `state` is the newest state the log holds; the task is restored from
+    /// it at the first `Run`.
+    pub fn resumed(
+        engine: Engine,
+        program: Program,
+        clock: ClockMode,
+        limits: Limits,
+        keep: Keep,
+        at: StateRef,
+        state: State,
+    ) -> ExecCore {
+        let mut core = ExecCore::empty(engine, Some(program), clock, limits);
+        core.keep = keep;
+        core.store = Some((at, state));
+        core
+    }
+
+    /// Makes the task's output go into the step's output blob.
+    fn frame_output(&self, task: &mut Task) {
+        let out = self.out.clone();
+        task.set_sink(Box::new(move |s: OutStream, b: &[u8]| {
+            OutputFrames::push(&mut out.lock().unwrap_or_else(|p| p.into_inner()), s, b)
+        }));
     }
 
     /// Loads and checks module bytes sent by the peer against the digest it
@@ -278,9 +342,20 @@ impl ExecCore {
             if let Err(e) = self.restore(from) {
                 return ExecutorEvent::Failed {
                     at: from,
-                    reason: format!("{}{e}", FailKind::of_exec(&e).tag()),
+                    kind: fail_kind_of_exec(&e),
+                    reason: e.to_string(),
                 };
             }
+        }
+        let live_end = self.task.as_ref().and_then(Task::finished);
+        if let (Some(code), true) = (live_end, self.at == Some(from)) {
+            // Finished at creation (`_initialize` exited): only the end is
+            // left.
+            return ExecutorEvent::Finished {
+                state: from,
+                output: Blob::default(),
+                outcome: Outcome::Exit(code),
+            };
         }
         if let Some((r, s)) = &self.store {
             if *r == from {
@@ -305,10 +380,8 @@ impl ExecCore {
                     StateRef::new(baton_proto::Point(0), baton_proto::Digest::default()),
                     |(r, _)| *r,
                 ),
-                reason: format!(
-                    "{}the executor is not paused at a point",
-                    FailKind::Error.tag()
-                ),
+                kind: FailKind::Error,
+                reason: "the executor is not paused at a point".to_string(),
             },
         }
     }
@@ -326,6 +399,11 @@ impl ExecCore {
         let task = Task::restore(&self.engine, program, state, self.clock, self.limits, sink)?;
         self.task = Some(task);
         self.at = Some(from);
+        if self.keep != Keep::Copy {
+            // The log holds it; the task's own base is what deltas need.
+            self.store = None;
+            self.held = Some(from);
+        }
         Ok(())
     }
 
@@ -338,10 +416,29 @@ impl ExecCore {
         let Some(task) = self.task.as_mut() else {
             return ExecutorEvent::Failed {
                 at: from,
-                reason: format!("{}no task to step", FailKind::Error.tag()),
+                kind: FailKind::Error,
+                reason: "no task to step".to_string(),
             };
         };
-        let result = task.step().and_then(|o| Ok((o, task.digest()?)));
+        let lazy = match self.keep {
+            Keep::Nothing { digest_every } => Some(digest_every),
+            _ => None,
+        };
+        let last_digest = &mut self.last_digest;
+        let result = task.step().and_then(|o| {
+            let wanted = match lazy {
+                None => true,
+                Some(every) => {
+                    o != StepOutcome::Continue
+                        || every.is_some_and(|e| last_digest.is_none_or(|t| t.elapsed() >= e))
+                }
+            };
+            if !wanted {
+                return Ok((o, baton_task::Digest([0; 32])));
+            }
+            *last_digest = Some(Instant::now());
+            Ok((o, task.digest()?))
+        });
         let output = Blob::from(std::mem::take(
             &mut *self.out.lock().unwrap_or_else(|p| p.into_inner()),
         ));
@@ -362,8 +459,11 @@ impl ExecCore {
                 // A failed task cannot go on; a later Run restores.
                 self.task = None;
                 self.at = None;
-                let reason = format!("{}{e}", FailKind::of(&e).tag());
-                ExecutorEvent::Failed { at: from, reason }
+                ExecutorEvent::Failed {
+                    at: from,
+                    kind: fail_kind(&e),
+                    reason: e.to_string(),
+                }
             }
         }
     }
@@ -384,8 +484,16 @@ impl ExecCore {
     }
 
     fn persist_own(&mut self, s: StateRef) -> Result<Written, ExecError> {
-        if self.store.as_ref().is_some_and(|(r, _)| *r == s) {
+        if self.store.as_ref().is_some_and(|(r, _)| *r == s) || self.held == Some(s) {
             return Ok(Written::Nothing);
+        }
+        match self.keep {
+            Keep::Copy => {}
+            Keep::Nothing { .. } => {
+                self.held = Some(s);
+                return Ok(Written::Nothing);
+            }
+            Keep::Log => return self.persist_to_log(s),
         }
         let (Some(task), true) = (self.task.as_mut(), self.at == Some(s)) else {
             return Err(ExecError::Missing(s));
@@ -422,6 +530,70 @@ impl ExecCore {
             task.rebase()?;
             Ok(Written::Full(Blob::from(full.bytes)))
         }
+    }
+
+    /// [`Keep::Log`]: what the last steps changed, for the log; nothing is
+    /// kept in memory but the task's own base.
+    fn persist_to_log(&mut self, s: StateRef) -> Result<Written, ExecError> {
+        let (Some(task), true) = (self.task.as_mut(), self.at == Some(s)) else {
+            return Err(ExecError::Missing(s));
+        };
+        let written = match task.base() {
+            Some(_) => {
+                let delta = task.delta()?;
+                task.rebase()?;
+                Written::Delta(Blob::from(delta.bytes))
+            }
+            None => Written::Full(Blob::from(task.checkpoint()?.bytes)),
+        };
+        self.held = Some(s);
+        Ok(written)
+    }
+
+    /// The newest persisted state as a full checkpoint, for rewriting a log
+    /// that has grown: from the store's copy, or from the live task paused
+    /// there (which then takes it as its delta base, as the log will).
+    ///
+    /// # Errors
+    ///
+    /// The state is not here, or cannot be encoded.
+    pub fn full_for_log(&mut self) -> Result<Vec<u8>, ExecError> {
+        if let Some((_, st)) = &self.store {
+            return Ok(checkpoint::encode_full(st)?.bytes);
+        }
+        match (self.task.as_mut(), self.held) {
+            (Some(task), Some(h)) if self.at == Some(h) => Ok(task.checkpoint()?.bytes),
+            (_, h) => Err(ExecError::Missing(h.unwrap_or(StateRef::new(
+                baton_proto::Point(0),
+                baton_proto::Digest::default(),
+            )))),
+        }
+    }
+
+    /// Writes the task's files back to `preopens` from the final state
+    /// `state`: the store's copy, or the live task paused there.
+    ///
+    /// # Errors
+    ///
+    /// The state is not here, or a file cannot be written.
+    pub fn finish(
+        &mut self,
+        state: StateRef,
+        preopens: &[Preopen],
+    ) -> Result<FinishReport, ExecError> {
+        let live = self.task.as_ref().filter(|_| self.at == Some(state));
+        let (written, memory) = match (&self.store, live) {
+            (Some((r, st)), _) if *r == state => {
+                (st.host.write_back_to(preopens), st.memory().len())
+            }
+            (_, Some(task)) => (task.host().write_back_to(preopens), task.memory_size()),
+            _ => return Err(ExecError::Missing(state)),
+        };
+        Ok(FinishReport {
+            written: written.map_err(|e| ExecError::WriteBack(e.to_string()))?,
+            memory_refused: live.and_then(Task::memory_refused),
+            memory: memory as u64,
+        })
     }
 
     fn persist_received(&mut self, cp: &WireCheckpoint) -> Result<Written, ExecError> {
@@ -544,7 +716,7 @@ mod tests {
     use baton_proto::{Point, StateWrite};
     use baton_task::TaskConfig;
 
-    const PI: &[u8] = include_bytes!("../../../examples/pi.wasm");
+    const PI: &[u8] = include_bytes!("../../../../examples/pi.wasm");
 
     fn clock() -> ClockMode {
         ClockMode::Virtual {
@@ -561,8 +733,15 @@ mod tests {
         let task =
             Task::create(&engine, &program, cfg, Box::new(baton_task::wasi::Discard)).unwrap();
         let limits = Limits::default();
-        let (a, at, _) =
-            ExecCore::with_task(engine.clone(), program.clone(), clock(), limits, task).unwrap();
+        let (a, at, _) = ExecCore::with_task(
+            engine.clone(),
+            program.clone(),
+            clock(),
+            limits,
+            task,
+            Keep::Copy,
+        )
+        .unwrap();
         let b = ExecCore::empty(engine, Some(program), clock(), limits);
         (a, b, at)
     }
@@ -669,11 +848,13 @@ mod tests {
     }
 
     #[test]
-    fn fail_kinds_survive_the_reason_text() {
-        for kind in [FailKind::Trap, FailKind::Limit, FailKind::Error] {
-            let reason = format!("{}it broke", kind.tag());
-            assert_eq!(FailKind::parse(&reason), (kind, "it broke"));
-        }
-        assert_eq!(FailKind::parse("plain"), (FailKind::Error, "plain"));
+    fn a_failed_step_says_what_kind_of_failure_it_was() {
+        let trap = TaskError::Trap {
+            point: 3,
+            message: "unreachable".into(),
+            backtrace: Vec::new(),
+        };
+        assert_eq!(fail_kind(&trap), FailKind::Trap);
+        assert_eq!(fail_kind_of_exec(&ExecError::NoProgram), FailKind::Error);
     }
 }

@@ -13,9 +13,14 @@
 //! kind 5  delivered  the local side showed the output through this point: [u64 LE]
 //! ```
 //!
-//! A request is appended as its state, its outputs, then its record, and
-//! fsynced before [`TaskLog::append`] returns: the stub is told a write is
-//! durable only after that. Recovery replays the log: the newest full
+//! A request is appended as its state, its outputs, then its record. With
+//! [`Durability::EveryWrite`] (a remote run's two sides: the peer is told
+//! a state is held only once it is) the log is fsynced before
+//! [`TaskLog::append`] returns; with [`Durability::Grouped`] (a local run's
+//! journal, which promises nothing to anyone else) every append reaches the
+//! kernel at once, so a kill -9 loses nothing, and the fsync comes at most
+//! that often and when the run stops, so a machine crash loses at most that
+//! much progress, recomputed on resume. Recovery replays the log: the newest full
 //! state plus the deltas after it, the last record, the outputs. A torn or
 //! damaged entry ends the replay; the bytes from there on are moved to
 //! `log.damaged` for a person and the log is cut, so the side goes on from
@@ -30,12 +35,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use baton_proto::{Blob, OutputChunk, Point, StateRef};
 use baton_task::checkpoint::{self, CheckpointError, Decoded};
 use baton_task::State;
 
-use crate::exec::wire_digest;
+use crate::drive::exec::wire_digest;
+use crate::store::fs::{sync_dir as sync_dir_fs, FsError};
 
 const KIND_RECORD: u8 = 1;
 const KIND_FULL: u8 = 2;
@@ -49,6 +56,17 @@ const MAX_ENTRY: u64 = (4 << 30) + (64 << 20);
 const COMPACT_FACTOR: u64 = 4;
 /// ...and at least this big.
 const COMPACT_MIN: u64 = 16 << 20;
+
+/// When appended entries are forced to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Fsync before every append returns (a state acknowledged to a peer
+    /// must survive a machine crash).
+    EveryWrite,
+    /// Fsync at most this often, and on [`TaskLog::sync`]; every append
+    /// still reaches the kernel at once (a process crash loses nothing).
+    Grouped(Duration),
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +82,9 @@ pub enum StoreError {
     /// A checkpoint could not be encoded for compaction.
     #[error("cannot encode the state: {0}")]
     Encode(#[from] CheckpointError),
+    /// A file operation failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -110,6 +131,10 @@ pub struct TaskLog {
     outputs: Vec<OutputChunk>,
     /// The newest delivered point noted, kept across compaction.
     delivered: Point,
+    durability: Durability,
+    /// When the file was last fsynced, and whether appends came since.
+    synced: Instant,
+    unsynced: bool,
 }
 
 fn output_entry(o: &OutputChunk) -> Vec<u8> {
@@ -154,9 +179,7 @@ fn too_large(dir: &Path, len: usize) -> Result<(), StoreError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    Ok(sync_dir_fs(dir)?)
 }
 
 impl TaskLog {
@@ -182,7 +205,46 @@ impl TaskLog {
             full_len: 0,
             outputs: Vec::new(),
             delivered: Point(0),
+            durability: Durability::EveryWrite,
+            synced: Instant::now(),
+            unsynced: false,
         })
+    }
+
+    /// Notes that the directory holding the log was renamed to `dir`.
+    pub fn moved_to(&mut self, dir: &Path) {
+        self.dir = dir.to_path_buf();
+    }
+
+    /// Sets when appends are forced to disk (default:
+    /// [`Durability::EveryWrite`]).
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// Forces every append so far to disk.
+    ///
+    /// # Errors
+    ///
+    /// The sync failed.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced {
+            let path = self.dir.join("log");
+            self.file.sync_data().map_err(io_err(&path))?;
+            self.unsynced = false;
+        }
+        self.synced = Instant::now();
+        Ok(())
+    }
+
+    /// Syncs if the durability setting says it is time.
+    fn sync_due(&mut self) -> Result<(), StoreError> {
+        self.unsynced = true;
+        match self.durability {
+            Durability::EveryWrite => self.sync(),
+            Durability::Grouped(every) if self.synced.elapsed() >= every => self.sync(),
+            Durability::Grouped(_) => Ok(()),
+        }
     }
 
     /// Opens the log in `dir` and replays it. A damaged tail is cut off
@@ -218,6 +280,9 @@ impl TaskLog {
             full_len,
             outputs: rec.outputs.clone(),
             delivered: rec.delivered,
+            durability: Durability::EveryWrite,
+            synced: Instant::now(),
+            unsynced: false,
         };
         log.seek_end()?;
         Ok((log, rec))
@@ -281,10 +346,9 @@ impl TaskLog {
         buf.extend_from_slice(&entry(KIND_RECORD, &[record]));
         let path = self.dir.join("log");
         self.file.write_all(&buf).map_err(io_err(&path))?;
-        self.file.sync_data().map_err(io_err(&path))?;
         self.len += buf.len() as u64;
         self.outputs.extend_from_slice(outputs);
-        Ok(())
+        self.sync_due()
     }
 
     /// Notes that the output through `point` was shown to the user. Not
@@ -300,6 +364,7 @@ impl TaskLog {
         self.file.write_all(&buf).map_err(io_err(&path))?;
         self.len += buf.len() as u64;
         self.delivered = self.delivered.max(point);
+        self.unsynced = true;
         Ok(())
     }
 
@@ -321,24 +386,39 @@ impl TaskLog {
         record: &[u8],
         keep_after: Point,
     ) -> Result<(), StoreError> {
+        let cp = checkpoint::encode_full(state)?;
+        self.compact_encoded(&cp.bytes, record, keep_after)
+    }
+
+    /// [`Self::compact`] with the state already encoded as a full
+    /// checkpoint (by a live task, which then takes it as its delta base).
+    ///
+    /// # Errors
+    ///
+    /// Writing failed; the old log is then still in place.
+    pub fn compact_encoded(
+        &mut self,
+        full: &[u8],
+        record: &[u8],
+        keep_after: Point,
+    ) -> Result<(), StoreError> {
         self.outputs.retain(|o| o.point > keep_after);
         let outputs = std::mem::take(&mut self.outputs);
-        let result = self.rewrite(state, record, &outputs);
+        let result = self.rewrite(full, record, &outputs);
         self.outputs = outputs;
         result
     }
 
     fn rewrite(
         &mut self,
-        state: &State,
+        full: &[u8],
         record: &[u8],
         outputs: &[OutputChunk],
     ) -> Result<(), StoreError> {
-        let cp = checkpoint::encode_full(state)?;
-        too_large(&self.dir, cp.bytes.len())?;
+        too_large(&self.dir, full.len())?;
         let tmp = self.dir.join("log.tmp");
         let path = self.dir.join("log");
-        let mut buf = entry(KIND_FULL, &[&cp.bytes]);
+        let mut buf = entry(KIND_FULL, &[full]);
         for o in outputs {
             buf.extend_from_slice(&output_entry(o));
         }
@@ -354,7 +434,9 @@ impl TaskLog {
             .open(&path)
             .map_err(io_err(&path))?;
         self.len = buf.len() as u64;
-        self.full_len = cp.bytes.len() as u64;
+        self.full_len = full.len() as u64;
+        self.synced = Instant::now();
+        self.unsynced = false;
         self.seek_end()
     }
 }
@@ -453,7 +535,7 @@ mod tests {
     use super::*;
     use baton_task::{Engine, Task, TaskConfig};
 
-    const PI: &[u8] = include_bytes!("../../../examples/pi.wasm");
+    const PI: &[u8] = include_bytes!("../../../../examples/pi.wasm");
 
     /// A full checkpoint at point 0, then `n` deltas, each with its state.
     fn history(n: usize) -> (Vec<u8>, Vec<(Vec<u8>, StateRef)>) {

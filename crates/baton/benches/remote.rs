@@ -1,7 +1,8 @@
-//! `baton bench-remote` (hidden): the remote benchmarks of BENCHMARKS.md.
+//! The remote benchmarks of BENCHMARKS.md:
+//! `cargo bench -p baton --bench remote [-- --runs N]`.
 //!
 //! Owns the benchmark scenarios only; each run goes through the demo's
-//! runner ([`crate::cli::demo::run_part`]): the real client code against an
+//! runner (`baton::lab::run_part`): the real client code against an
 //! in-process agent behind the fault-injecting relay, on loopback. It
 //! measures, side by side in one process:
 //!
@@ -15,23 +16,120 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use baton::agent::datadir::{create_task_dir, task_dir, TaskDirMeta};
+use baton::drive::exec::wire_digest;
+use baton::lab::{run_part, Lab, Part, RunResult};
+use baton::spec::AgentSettings;
+use baton::store::log::StateBytes;
+use baton_net::{Identity, Role};
+use baton_proto::message::WireTiming;
 use baton_proto::policy::{Migrate, ModeChoice, Responsible};
+use baton_proto::{Agreement, Assignment, Epoch, Mode, Point, RemoteRecord, StateRef};
 use baton_task::Engine;
-use clap::Args;
 
-use crate::cli::demo::{run_part, Lab, Part, RunResult};
+const PI: &[u8] = include_bytes!("../../../examples/pi.wasm");
+const NBODY: &[u8] = include_bytes!("../../../examples/nbody.wasm");
+const BIGSTATE: &[u8] = include_bytes!("../../../examples/bigstate.wasm");
 
-const PI: &[u8] = include_bytes!("../../../../examples/pi.wasm");
-const NBODY: &[u8] = include_bytes!("../../../../examples/nbody.wasm");
-const BIGSTATE: &[u8] = include_bytes!("../../../../examples/bigstate.wasm");
+/// The benchmark's options: `--runs N` (runs per configuration, the median
+/// is reported; default 3). Cargo's own `--bench` flag is ignored.
+struct BenchArgs {
+    runs: usize,
+}
 
-/// Options of `baton bench-remote`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Runs per configuration (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
+impl BenchArgs {
+    fn parse() -> Result<BenchArgs> {
+        let mut runs = 3;
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--runs" => {
+                    let n = args.next().context("--runs needs a number")?;
+                    runs = n.parse().with_context(|| format!("--runs `{n}`"))?;
+                }
+                "--bench" => {}
+                other => bail!("unknown option `{other}` (use --runs N)"),
+            }
+        }
+        Ok(BenchArgs { runs })
+    }
+}
+
+fn main() -> Result<()> {
+    BenchArgs::parse()?.execute()
+}
+
+/// Writes `count` tasks of `module` (at point 0, this side and the client
+/// having agreed that the client executes and is responsible) into
+/// `data_dir` as an agent leaves them, for measuring restarts. Returns the
+/// bytes written.
+fn write_parked_tasks(
+    engine: &Engine,
+    data_dir: &Path,
+    module: &[u8],
+    name: &str,
+    args: &[&str],
+    count: usize,
+) -> Result<u64> {
+    let program = engine.load(module)?;
+    let mut cfg = baton_task::TaskConfig::new(name);
+    cfg.host.args = std::iter::once(name)
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect();
+    let mut task =
+        baton_task::Task::create(engine, &program, cfg, Box::new(baton_task::wasi::Discard))?;
+    let full = task.checkpoint()?;
+    let at = StateRef::new(Point(full.point), wire_digest(full.digest));
+    let digest = wire_digest(program.digest());
+    std::fs::create_dir_all(data_dir.join("modules"))?;
+    std::fs::write(
+        data_dir.join("modules").join(format!("{digest}.wasm")),
+        module,
+    )?;
+    let client = Identity::generate(Role::Client)?.fingerprint();
+    let record = RemoteRecord {
+        agreement: Agreement {
+            epoch: Epoch(2),
+            assignment: Assignment::local(Mode::Sync),
+            anchor: Some(at),
+        },
+        durable: Some(at),
+        output_acked: Point(0),
+        finished: None,
+        handed_back: false,
+        has_module: true,
+        timing: WireTiming {
+            heartbeat_nanos: 500_000_000,
+            disconnect_after_nanos: 2_000_000_000,
+        },
+    }
+    .encode();
+    let mut total = 0;
+    for i in 0..count {
+        let id = format!("parked-{i}");
+        let dir = task_dir(data_dir, &client, &id);
+        let meta = TaskDirMeta {
+            client: client.to_string(),
+            task: id,
+            module: baton_proto::ModuleRef {
+                digest,
+                size: module.len() as u64,
+            },
+            meta: AgentSettings {
+                max_memory: baton_task::Limits::default().max_memory,
+                max_step_time_ms: None,
+                virtual_clock_start_ns: Some(0),
+            },
+        };
+        let mut log = create_task_dir(&dir, &meta)?;
+        log.append(&record, Some(StateBytes::Full(&full.bytes)), &[])?;
+        total += std::fs::metadata(dir.join("log"))?.len();
+    }
+    Ok(total)
 }
 
 /// One task's run times: name, local, remote sync, remote async (seconds).
@@ -100,7 +198,7 @@ fn print_overhead(rows: &[Overhead]) {
 /// would have left them, this side responsible (so that nothing starts
 /// executing and the figure is the recovery alone).
 fn restart_time() -> Result<()> {
-    use crate::agent::{self, AgentLimits, AgentOptions};
+    use baton::agent::{self, AgentLimits, AgentOptions};
     use baton_net::ClientPolicy;
 
     println!("\n5. agent restart with many tasks in its data dir (median of 3 starts)");
@@ -113,7 +211,7 @@ fn restart_time() -> Result<()> {
             .prefix("baton-bench-restart-")
             .tempdir()?;
         let data = dir.path().join("agent");
-        let bytes = agent::write_parked_tasks(&engine, &data, module, name, &args, count)?;
+        let bytes = write_parked_tasks(&engine, &data, module, name, &args, count)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -142,7 +240,7 @@ fn restart_time() -> Result<()> {
         }
         println!(
             "   {count:>4} × {name:<14} ({} on disk)  {:>8.1} ms",
-            crate::units::human_bytes(bytes),
+            baton::units::human_bytes(bytes),
             median(times)
         );
     }
@@ -176,12 +274,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 impl BenchArgs {
-    /// Runs the benchmarks and prints a table per benchmark.
-    ///
-    /// # Errors
-    ///
-    /// A run fails or gives a wrong result.
-    pub fn execute(self) -> Result<()> {
+    /// Runs the benchmarks and prints a table per benchmark; fails if a run
+    /// fails or gives a wrong result.
+    fn execute(self) -> Result<()> {
         let runs = self.runs.max(1);
         let on = Lab::run(false, |lab| Box::pin(self.run(lab)))?;
         Lab::run(true, |lab| {
@@ -243,7 +338,7 @@ impl BenchArgs {
                 for _ in 0..runs {
                     let steps = (at + 10).to_string();
                     let mut p = part(BIGSTATE, "bigstate.wasm", &[mib, &steps, "64"]);
-                    p.migrate = Migrate::AtPoint(baton_proto::Point(at));
+                    p.migrate = Migrate::AtPoint(Point(at));
                     p.precopy = precopy;
                     // A remote responsible side would be sent the state
                     // all along anyway; this measures pre-copy itself.

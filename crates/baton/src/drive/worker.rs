@@ -18,11 +18,13 @@ use std::path::PathBuf;
 use baton_proto::{
     Action, Checkpoint, Digest, ExecutorEvent, PersistRequest, Point, Record, StateRef,
 };
+use baton_task::wasi::Preopen;
 use baton_task::{Program, State};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::exec::{ExecCore, ExecError, Written};
-use crate::store::{StateBytes, StoreError, TaskLog};
+use crate::drive::exec::{ExecCore, ExecError, FinishReport, Written};
+use crate::store::fs::write_atomic;
+use crate::store::log::{StateBytes, TaskLog};
 
 /// Something for the executor to do.
 pub enum Cmd {
@@ -55,9 +57,19 @@ pub enum Cmd {
     /// The output through this point was shown to the user (noted in the
     /// durable log, if any, in order with the writes).
     Delivered(Point),
-    /// Hands over the newest stored state (for writing back files at the
-    /// end, or status).
+    /// Hands over the newest stored state (a copy of it).
     Stored(oneshot::Sender<Option<(StateRef, State)>>),
+    /// Writes the task's files back from the final state.
+    Finish {
+        /// The final state.
+        state: StateRef,
+        /// Where the files go.
+        preopens: Vec<Preopen>,
+        /// The answer.
+        reply: oneshot::Sender<Result<FinishReport, ExecError>>,
+    },
+    /// Forces the log to disk; answers once done (with the error, if any).
+    Sync(oneshot::Sender<Result<(), ExecError>>),
 }
 
 /// What a command led to.
@@ -178,10 +190,36 @@ impl Worker {
         None
     }
 
-    /// Waits until every command sent so far is done (the log is then no
-    /// longer written to).
-    pub async fn close(&self) {
-        let _ = self.stored().await;
+    /// Waits until every command sent so far is done and the log is on
+    /// disk (it is then no longer written to).
+    ///
+    /// # Errors
+    ///
+    /// The final sync failed.
+    pub async fn close(&self) -> Result<(), ExecError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Sync(tx));
+        rx.await.unwrap_or(Ok(()))
+    }
+
+    /// Writes the task's files back from the final state `state`.
+    ///
+    /// # Errors
+    ///
+    /// The state is not held, a file cannot be written, or the executor
+    /// is gone.
+    pub async fn finish(
+        &self,
+        state: StateRef,
+        preopens: &[Preopen],
+    ) -> Result<FinishReport, ExecError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Finish {
+            state,
+            preopens: preopens.to_vec(),
+            reply,
+        });
+        rx.await.unwrap_or(Err(ExecError::Missing(state)))
     }
 
     /// The newest stored state.
@@ -217,6 +255,22 @@ fn run(core: &mut ExecCore, durable: Option<&mut Durable>, cmd: Cmd) -> Option<D
             let _ = reply.send(core.stored().map(|(r, s)| (r, s.clone())));
             None
         }
+        Cmd::Finish {
+            state,
+            preopens,
+            reply,
+        } => {
+            let _ = reply.send(core.finish(state, &preopens));
+            None
+        }
+        Cmd::Sync(reply) => {
+            let synced = match durable {
+                Some(d) => d.log.sync().map_err(ExecError::Store),
+                None => Ok(()),
+            };
+            let _ = reply.send(synced);
+            None
+        }
         Cmd::Delivered(point) => {
             if let Some(d) = durable {
                 if let Err(e) = d.log.append_delivered(point) {
@@ -242,7 +296,7 @@ fn persist(
     if let Some(bytes) = &req.module {
         let p = core.accept_module(bytes.as_bytes(), module)?;
         if let Some(path) = durable.as_ref().and_then(|d| d.module_path.as_ref()) {
-            write_synced(path, bytes.as_bytes()).map_err(ExecError::Store)?;
+            write_atomic(path, bytes.as_bytes()).map_err(|e| ExecError::Store(e.into()))?;
         }
         program = Some((p, bytes.as_bytes().to_vec()));
     }
@@ -264,32 +318,23 @@ fn persist(
             .append(&record, state, &req.output)
             .map_err(ExecError::Store)?;
         if d.log.wants_compaction() {
-            if let Some((_, st)) = core.stored() {
-                let keep = match &req.record {
-                    Record::Remote(r) => r.output_acked,
-                    Record::Local(_) => Point(u64::MAX),
-                };
-                // A failed compaction leaves the old log, still valid.
-                if let Err(e) = d.log.compact(st, &record, keep) {
-                    tracing::warn!(error = %e, "cannot compact a task's log");
-                }
+            let keep = match &req.record {
+                Record::Remote(r) => r.output_acked,
+                Record::Local(_) => Point(u64::MAX),
+            };
+            // A failed compaction leaves the old log, still valid.
+            let compacted = core
+                .full_for_log()
+                .map_err(|e| e.to_string())
+                .and_then(|full| {
+                    d.log
+                        .compact_encoded(&full, &record, keep)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = compacted {
+                tracing::warn!(error = %e, "cannot compact a task's log");
             }
         }
     }
     Ok(program)
-}
-
-/// Writes `bytes` to `path` atomically and durably.
-fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let io = |source| StoreError::Io {
-        path: tmp.clone(),
-        source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
 }
