@@ -337,18 +337,21 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
         );
     }
     let (mut log, rec) = journal.open_log()?;
+    let kept = journal.dir().join("log.damaged");
+    let (Some(record), Some((at, state))) = (rec.record, rec.state) else {
+        bail!(
+            "the journal of {id} in {} holds no usable state ({}; the damaged bytes are in {}); it cannot be resumed",
+            journal.dir().display(),
+            rec.damage.as_deref().unwrap_or("its log is empty"),
+            kept.display()
+        );
+    };
     if let Some(d) = &rec.damage {
         console.line(&format!(
             "baton: warning: the journal of {id} was damaged ({d}); going on from its newest intact point (the damaged bytes are in {})",
-            journal.dir().join("log.damaged").display()
+            kept.display()
         ));
     }
-    let (Some(record), Some((at, state))) = (rec.record, rec.state) else {
-        bail!(
-            "the journal of {id} in {} holds no usable state (its log is damaged from the start); it cannot be resumed",
-            journal.dir().display()
-        );
-    };
     let mut local =
         LocalRecord::decode(&record).with_context(|| format!("the journal of {id} is damaged"))?;
     local.durable = Some(at);
