@@ -547,4 +547,93 @@ mod tests {
         let defined = linker.iter(&mut store).count();
         assert_eq!(defined, PROVIDED.len());
     }
+    /// Every function's wasm type, from the preview1 witx (all pointers and
+    /// sizes are i32; every call but `proc_exit` returns an errno).
+    const SIGNATURES: &[&str] = &[
+        "args_get(i32 i32) -> i32",
+        "args_sizes_get(i32 i32) -> i32",
+        "environ_get(i32 i32) -> i32",
+        "environ_sizes_get(i32 i32) -> i32",
+        "clock_res_get(i32 i32) -> i32",
+        "clock_time_get(i32 i64 i32) -> i32",
+        "fd_advise(i32 i64 i64 i32) -> i32",
+        "fd_allocate(i32 i64 i64) -> i32",
+        "fd_close(i32) -> i32",
+        "fd_datasync(i32) -> i32",
+        "fd_fdstat_get(i32 i32) -> i32",
+        "fd_fdstat_set_flags(i32 i32) -> i32",
+        "fd_fdstat_set_rights(i32 i64 i64) -> i32",
+        "fd_filestat_get(i32 i32) -> i32",
+        "fd_filestat_set_size(i32 i64) -> i32",
+        "fd_filestat_set_times(i32 i64 i64 i32) -> i32",
+        "fd_pread(i32 i32 i32 i64 i32) -> i32",
+        "fd_prestat_get(i32 i32) -> i32",
+        "fd_prestat_dir_name(i32 i32 i32) -> i32",
+        "fd_pwrite(i32 i32 i32 i64 i32) -> i32",
+        "fd_read(i32 i32 i32 i32) -> i32",
+        "fd_readdir(i32 i32 i32 i64 i32) -> i32",
+        "fd_renumber(i32 i32) -> i32",
+        "fd_seek(i32 i64 i32 i32) -> i32",
+        "fd_sync(i32) -> i32",
+        "fd_tell(i32 i32) -> i32",
+        "fd_write(i32 i32 i32 i32) -> i32",
+        "path_create_directory(i32 i32 i32) -> i32",
+        "path_filestat_get(i32 i32 i32 i32 i32) -> i32",
+        "path_filestat_set_times(i32 i32 i32 i32 i64 i64 i32) -> i32",
+        "path_link(i32 i32 i32 i32 i32 i32 i32) -> i32",
+        "path_open(i32 i32 i32 i32 i32 i64 i64 i32 i32) -> i32",
+        "path_readlink(i32 i32 i32 i32 i32 i32) -> i32",
+        "path_remove_directory(i32 i32 i32) -> i32",
+        "path_rename(i32 i32 i32 i32 i32 i32) -> i32",
+        "path_symlink(i32 i32 i32 i32 i32) -> i32",
+        "path_unlink_file(i32 i32 i32) -> i32",
+        "poll_oneoff(i32 i32 i32 i32) -> i32",
+        "proc_exit(i32) -> ",
+        "proc_raise(i32) -> i32",
+        "sched_yield() -> i32",
+        "random_get(i32 i32) -> i32",
+        "sock_accept(i32 i32 i32) -> i32",
+        "sock_recv(i32 i32 i32 i32 i32 i32) -> i32",
+        "sock_send(i32 i32 i32 i32 i32) -> i32",
+        "sock_shutdown(i32 i32) -> i32",
+    ];
+
+    #[test]
+    fn every_function_has_its_preview1_signature() {
+        let engine = wasmtime::Engine::default();
+        let mut linker: Linker<Host> = Linker::new(&engine);
+        add_to_linker(&mut linker, |h| h).unwrap();
+        let mut store = wasmtime::Store::new(
+            &engine,
+            Host::new(
+                super::super::HostState::new(&super::super::tests::config()).unwrap(),
+                Box::new(|_, _: &[u8]| {}),
+                super::super::ClockMode::Virtual {
+                    start_realtime_ns: 0,
+                },
+            ),
+        );
+        let join = |types: &mut dyn Iterator<Item = wasmtime::ValType>| {
+            types.map(|t| t.to_string()).collect::<Vec<_>>().join(" ")
+        };
+        let items: Vec<_> = linker.iter(&mut store).collect();
+        let mut found: Vec<String> = items
+            .into_iter()
+            .map(|(_, name, item)| {
+                let Extern::Func(f) = item else {
+                    panic!("{name} is not a function")
+                };
+                let ty = f.ty(&store);
+                format!(
+                    "{name}({}) -> {}",
+                    join(&mut ty.params()),
+                    join(&mut ty.results())
+                )
+            })
+            .collect();
+        let mut want: Vec<String> = SIGNATURES.iter().map(|s| s.to_string()).collect();
+        found.sort();
+        want.sort();
+        assert_eq!(found, want);
+    }
 }
