@@ -1,12 +1,16 @@
 //! The glue between wasmtime and the host: registers every
 //! `wasi_snapshot_preview1` function on a [`wasmtime::Linker`].
 //!
-//! Each registered function finds the task's exported `memory`, borrows it
-//! together with the [`Host`], converts the raw wasm arguments and calls the
-//! matching method in `sys_*.rs`, turning its result into an errno. A
-//! missing memory is a trap ([`HostError::NoMemory`]); `proc_exit` unwinds
-//! with [`ProcExit`]. This file owns the function list and signatures and
-//! must not contain call semantics.
+//! Each call's signature is written once, in the table at the end of this
+//! file, with the name of the `Host` method (in `sys_*.rs`) that implements
+//! it. From the table, `wasi_imports!` generates [`PROVIDED`] and
+//! [`add_to_linker`]: every registered function converts its raw wasm
+//! arguments to the declared WASI types (`i32` to `u32`, `i64` to `u64`,
+//! signed where the table says so), borrows the task's exported `memory`
+//! together with the [`Host`] if the call needs it, and turns the method's
+//! result into an errno. A missing memory is a trap ([`HostError::NoMemory`]);
+//! `proc_exit` unwinds with [`ProcExit`]. This file owns the function list
+//! and signatures and must not contain call semantics.
 
 use wasmtime::{Caller, Extern, Linker};
 
@@ -14,58 +18,44 @@ use super::abi::{Errno, WasiResult, MODULE};
 use super::mem::GuestMemory;
 use super::{Host, HostError, ProcExit};
 
-/// Every `wasi_snapshot_preview1` function, all of which [`add_to_linker`]
-/// registers (those baton does not support return `ENOSYS` or `ENOTSUP`).
-/// A module importing any other name from `wasi_snapshot_preview1` cannot
-/// run.
-pub const PROVIDED: &[&str] = &[
-    "args_get",
-    "args_sizes_get",
-    "environ_get",
-    "environ_sizes_get",
-    "clock_res_get",
-    "clock_time_get",
-    "fd_advise",
-    "fd_allocate",
-    "fd_close",
-    "fd_datasync",
-    "fd_fdstat_get",
-    "fd_fdstat_set_flags",
-    "fd_fdstat_set_rights",
-    "fd_filestat_get",
-    "fd_filestat_set_size",
-    "fd_filestat_set_times",
-    "fd_pread",
-    "fd_prestat_get",
-    "fd_prestat_dir_name",
-    "fd_pwrite",
-    "fd_read",
-    "fd_readdir",
-    "fd_renumber",
-    "fd_seek",
-    "fd_sync",
-    "fd_tell",
-    "fd_write",
-    "path_create_directory",
-    "path_filestat_get",
-    "path_filestat_set_times",
-    "path_link",
-    "path_open",
-    "path_readlink",
-    "path_remove_directory",
-    "path_rename",
-    "path_symlink",
-    "path_unlink_file",
-    "poll_oneoff",
-    "proc_exit",
-    "proc_raise",
-    "sched_yield",
-    "random_get",
-    "sock_accept",
-    "sock_recv",
-    "sock_send",
-    "sock_shutdown",
-];
+/// A WASI parameter type and the raw wasm type it arrives as.
+trait Param {
+    /// The wasm value type of the parameter.
+    type Raw;
+    /// Reinterprets the raw bits as the WASI type (no range check: WASI
+    /// unsigned values use the whole range).
+    fn from_raw(raw: Self::Raw) -> Self;
+}
+
+impl Param for u32 {
+    type Raw = i32;
+    fn from_raw(raw: i32) -> u32 {
+        raw as u32
+    }
+}
+
+impl Param for u64 {
+    type Raw = i64;
+    fn from_raw(raw: i64) -> u64 {
+        raw as u64
+    }
+}
+
+/// Signed: `fd_seek`'s offset (a `filedelta`).
+impl Param for i64 {
+    type Raw = i64;
+    fn from_raw(raw: i64) -> i64 {
+        raw
+    }
+}
+
+/// Signed: `proc_exit`'s status.
+impl Param for i32 {
+    type Raw = i32;
+    fn from_raw(raw: i32) -> i32 {
+        raw
+    }
+}
 
 fn errno(r: WasiResult<()>) -> i32 {
     match r {
@@ -97,417 +87,168 @@ fn without_memory<T: 'static>(
     Ok(errno(f(get(caller.data_mut()))))
 }
 
-/// Registers every `wasi_snapshot_preview1` function (see [`PROVIDED`]) on
-/// `linker`; `get` projects the store's data to its [`Host`].
-///
-/// # Errors
-///
-/// Fails only if the linker refuses a definition (for example because the
-/// functions are already defined and shadowing is off).
-pub fn add_to_linker<T: 'static>(
-    linker: &mut Linker<T>,
+/// `proc_exit`: records the status and unwinds the guest with
+/// [`ProcExit`]; statuses outside `[0, 126)` are a trap, as in wasmtime.
+fn proc_exit<T: 'static>(
+    caller: &mut Caller<'_, T>,
     get: fn(&mut T) -> &mut Host,
+    status: i32,
 ) -> wasmtime::Result<()> {
-    // Raw wasm arguments are reinterpreted as the unsigned WASI types.
-    let u = |v: i32| v as u32;
-    let w = |v: i64| v as u64;
+    let raw = status as u32;
+    if raw >= 126 {
+        return Err(wasmtime::Error::new(HostError::InvalidExitStatus(raw)));
+    }
+    get(caller.data_mut()).state.exit = Some(status);
+    Err(wasmtime::Error::new(ProcExit(status)))
+}
 
-    linker.func_wrap(
-        MODULE,
-        "args_get",
-        move |mut c: Caller<'_, T>, a: i32, b: i32| {
-            with_memory(&mut c, get, |h, m| h.args_get(m, u(a), u(b)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "args_sizes_get",
-        move |mut c: Caller<'_, T>, a: i32, b: i32| {
-            with_memory(&mut c, get, |h, m| h.args_sizes_get(m, u(a), u(b)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "environ_get",
-        move |mut c: Caller<'_, T>, a: i32, b: i32| {
-            with_memory(&mut c, get, |h, m| h.environ_get(m, u(a), u(b)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "environ_sizes_get",
-        move |mut c: Caller<'_, T>, a: i32, b: i32| {
-            with_memory(&mut c, get, |h, m| h.environ_sizes_get(m, u(a), u(b)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "clock_res_get",
-        move |mut c: Caller<'_, T>, id: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| h.clock_res_get(m, u(id), u(out)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "clock_time_get",
-        move |mut c: Caller<'_, T>, id: i32, precision: i64, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.clock_time_get(m, u(id), w(precision), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_advise",
-        move |mut c: Caller<'_, T>, fd: i32, _offset: i64, _len: i64, advice: i32| {
-            without_memory(&mut c, get, |h| h.fd_advise(u(fd), u(advice)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_allocate",
-        move |mut c: Caller<'_, T>, fd: i32, _offset: i64, _len: i64| {
-            without_memory(&mut c, get, |h| h.fd_allocate(u(fd)))
-        },
-    )?;
-    linker.func_wrap(MODULE, "fd_close", move |mut c: Caller<'_, T>, fd: i32| {
-        without_memory(&mut c, get, |h| h.fd_close(u(fd)))
-    })?;
-    linker.func_wrap(
-        MODULE,
-        "fd_datasync",
-        move |mut c: Caller<'_, T>, fd: i32| without_memory(&mut c, get, |h| h.fd_sync(u(fd))),
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_fdstat_get",
-        move |mut c: Caller<'_, T>, fd: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| h.fd_fdstat_get(m, u(fd), u(out)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_fdstat_set_flags",
-        move |mut c: Caller<'_, T>, fd: i32, flags: i32| {
-            without_memory(&mut c, get, |h| h.fd_fdstat_set_flags(u(fd), u(flags)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_fdstat_set_rights",
-        move |mut c: Caller<'_, T>, fd: i32, _base: i64, _inheriting: i64| {
-            without_memory(&mut c, get, |h| h.fd_fdstat_set_rights(u(fd)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_filestat_get",
-        move |mut c: Caller<'_, T>, fd: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| h.fd_filestat_get(m, u(fd), u(out)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_filestat_set_size",
-        move |mut c: Caller<'_, T>, fd: i32, size: i64| {
-            without_memory(&mut c, get, |h| h.fd_filestat_set_size(u(fd), w(size)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_filestat_set_times",
-        move |mut c: Caller<'_, T>, fd: i32, atim: i64, mtim: i64, flags: i32| {
-            without_memory(&mut c, get, |h| {
-                h.fd_filestat_set_times(u(fd), w(atim), w(mtim), u(flags))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_pread",
-        move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, offset: i64, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.fd_pread(m, u(fd), u(iovs), u(n), w(offset), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_prestat_get",
-        move |mut c: Caller<'_, T>, fd: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| h.fd_prestat_get(m, u(fd), u(out)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_prestat_dir_name",
-        move |mut c: Caller<'_, T>, fd: i32, path: i32, len: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.fd_prestat_dir_name(m, u(fd), u(path), u(len))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_pwrite",
-        move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, offset: i64, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.fd_pwrite(m, u(fd), u(iovs), u(n), w(offset), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_read",
-        move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.fd_read(m, u(fd), u(iovs), u(n), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_readdir",
-        move |mut c: Caller<'_, T>, fd: i32, buf: i32, len: i32, cookie: i64, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.fd_readdir(m, u(fd), u(buf), u(len), w(cookie), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_renumber",
-        move |mut c: Caller<'_, T>, from: i32, to: i32| {
-            without_memory(&mut c, get, |h| h.fd_renumber(u(from), u(to)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_seek",
-        move |mut c: Caller<'_, T>, fd: i32, offset: i64, whence: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.fd_seek(m, u(fd), offset, u(whence), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(MODULE, "fd_sync", move |mut c: Caller<'_, T>, fd: i32| {
-        without_memory(&mut c, get, |h| h.fd_sync(u(fd)))
-    })?;
-    linker.func_wrap(
-        MODULE,
-        "fd_tell",
-        move |mut c: Caller<'_, T>, fd: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| h.fd_tell(m, u(fd), u(out)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "fd_write",
-        move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.fd_write(m, u(fd), u(iovs), u(n), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_create_directory",
-        move |mut c: Caller<'_, T>, fd: i32, path: i32, len: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.path_create_directory(m, u(fd), u(path), u(len))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_filestat_get",
-        move |mut c: Caller<'_, T>, fd: i32, flags: i32, path: i32, len: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.path_filestat_get(m, u(fd), u(flags), u(path), u(len), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_filestat_set_times",
-        move |mut c: Caller<'_, T>,
-              fd: i32,
-              flags: i32,
-              path: i32,
-              len: i32,
-              atim: i64,
-              mtim: i64,
-              fst: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.path_filestat_set_times(
-                    m,
-                    u(fd),
-                    u(flags),
-                    u(path),
-                    u(len),
-                    w(atim),
-                    w(mtim),
-                    u(fst),
-                )
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_link",
-        move |mut c: Caller<'_, T>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            without_memory(&mut c, get, |_| Err(Errno::Nosys))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_open",
-        move |mut c: Caller<'_, T>,
-              fd: i32,
-              lookup: i32,
-              path: i32,
-              len: i32,
-              oflags: i32,
-              base: i64,
-              inheriting: i64,
-              fdflags: i32,
-              out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.path_open(
-                    m,
-                    u(fd),
-                    u(lookup),
-                    u(path),
-                    u(len),
-                    u(oflags),
-                    w(base),
-                    w(inheriting),
-                    u(fdflags),
-                    u(out),
-                )
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_readlink",
-        move |mut c: Caller<'_, T>,
-              fd: i32,
-              path: i32,
-              len: i32,
-              buf: i32,
-              buf_len: i32,
-              out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.path_readlink(m, u(fd), u(path), u(len), u(buf), u(buf_len), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_remove_directory",
-        move |mut c: Caller<'_, T>, fd: i32, path: i32, len: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.path_remove_directory(m, u(fd), u(path), u(len))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_rename",
-        move |mut c: Caller<'_, T>,
-              fd: i32,
-              path: i32,
-              len: i32,
-              fd2: i32,
-              path2: i32,
-              len2: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.path_rename(m, u(fd), u(path), u(len), u(fd2), u(path2), u(len2))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_symlink",
-        move |mut c: Caller<'_, T>, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            without_memory(&mut c, get, |_| Err(Errno::Nosys))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "path_unlink_file",
-        move |mut c: Caller<'_, T>, fd: i32, path: i32, len: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.path_unlink_file(m, u(fd), u(path), u(len))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "poll_oneoff",
-        move |mut c: Caller<'_, T>, subs: i32, events: i32, n: i32, out: i32| {
-            with_memory(&mut c, get, |h, m| {
-                h.poll_oneoff(m, u(subs), u(events), u(n), u(out))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "proc_exit",
-        move |mut c: Caller<'_, T>, status: i32| -> wasmtime::Result<()> {
-            let raw = status as u32;
-            if raw >= 126 {
-                return Err(wasmtime::Error::new(HostError::InvalidExitStatus(raw)));
-            }
-            get(c.data_mut()).state.exit = Some(status);
-            Err(wasmtime::Error::new(ProcExit(status)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "proc_raise",
-        move |mut c: Caller<'_, T>, sig: i32| without_memory(&mut c, get, |h| h.proc_raise(u(sig))),
-    )?;
-    linker.func_wrap(MODULE, "sched_yield", move |mut c: Caller<'_, T>| {
-        without_memory(&mut c, get, |h| h.sched_yield())
-    })?;
-    linker.func_wrap(
-        MODULE,
-        "random_get",
-        move |mut c: Caller<'_, T>, buf: i32, len: i32| {
-            with_memory(&mut c, get, |h, m| h.random_get(m, u(buf), u(len)))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "sock_accept",
-        move |mut c: Caller<'_, T>, _: i32, _: i32, _: i32| {
-            without_memory(&mut c, get, |_| Err(Errno::Nosys))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "sock_recv",
-        move |mut c: Caller<'_, T>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            without_memory(&mut c, get, |_| Err(Errno::Nosys))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "sock_send",
-        move |mut c: Caller<'_, T>, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            without_memory(&mut c, get, |_| Err(Errno::Nosys))
-        },
-    )?;
-    linker.func_wrap(
-        MODULE,
-        "sock_shutdown",
-        move |mut c: Caller<'_, T>, _: i32, _: i32| {
-            without_memory(&mut c, get, |_| Err(Errno::Nosys))
-        },
-    )?;
-    Ok(())
+/// Registers one function of the table; the first token says how it is
+/// called:
+///
+/// * `memory method`: `Host::method(memory, args...)`;
+/// * `host method`: `Host::method(args...)`, without the memory;
+/// * `nosys`: not provided, returns `ENOSYS` whatever the arguments;
+/// * `exit`: [`proc_exit`], which returns no errno.
+macro_rules! register {
+    ($linker:ident, $get:ident, $name:ident ($($arg:ident: $ty:ty),*) memory $method:ident) => {
+        $linker.func_wrap(
+            MODULE,
+            stringify!($name),
+            move |mut c: Caller<'_, T>, $($arg: <$ty as Param>::Raw),*| {
+                with_memory(&mut c, $get, |h, m| {
+                    h.$method(m, $(<$ty as Param>::from_raw($arg)),*)
+                })
+            },
+        )?
+    };
+    ($linker:ident, $get:ident, $name:ident ($($arg:ident: $ty:ty),*) host $method:ident) => {
+        $linker.func_wrap(
+            MODULE,
+            stringify!($name),
+            move |mut c: Caller<'_, T>, $($arg: <$ty as Param>::Raw),*| {
+                without_memory(&mut c, $get, |h| h.$method($(<$ty as Param>::from_raw($arg)),*))
+            },
+        )?
+    };
+    ($linker:ident, $get:ident, $name:ident ($($arg:ident: $ty:ty),*) nosys) => {
+        $linker.func_wrap(
+            MODULE,
+            stringify!($name),
+            move |mut c: Caller<'_, T>, $(_: <$ty as Param>::Raw),*| {
+                without_memory(&mut c, $get, |_| Err(Errno::Nosys))
+            },
+        )?
+    };
+    ($linker:ident, $get:ident, $name:ident ($status:ident: $ty:ty) exit) => {
+        $linker.func_wrap(
+            MODULE,
+            stringify!($name),
+            move |mut c: Caller<'_, T>, $status: <$ty as Param>::Raw| {
+                proc_exit(&mut c, $get, <$ty as Param>::from_raw($status))
+            },
+        )?
+    };
+}
+
+/// Generates [`PROVIDED`] and [`add_to_linker`] from the table of calls.
+macro_rules! wasi_imports {
+    ($($name:ident ($($arg:ident: $ty:ty),* $(,)?) => $how:ident $($method:ident)?;)*) => {
+        /// Every `wasi_snapshot_preview1` function, all of which
+        /// [`add_to_linker`] registers (those baton does not support return
+        /// `ENOSYS` or `ENOTSUP`). A module importing any other name from
+        /// `wasi_snapshot_preview1` cannot run.
+        pub const PROVIDED: &[&str] = &[$(stringify!($name)),*];
+
+        /// Registers every `wasi_snapshot_preview1` function (see
+        /// [`PROVIDED`]) on `linker`; `get` projects the store's data to its
+        /// [`Host`].
+        ///
+        /// # Errors
+        ///
+        /// Fails only if the linker refuses a definition (for example
+        /// because the functions are already defined and shadowing is off).
+        pub fn add_to_linker<T: 'static>(
+            linker: &mut Linker<T>,
+            get: fn(&mut T) -> &mut Host,
+        ) -> wasmtime::Result<()> {
+            $(register!(linker, get, $name ($($arg: $ty),*) $how $($method)?);)*
+            Ok(())
+        }
+    };
+}
+
+// The preview1 calls in witx order, with their witx parameter names (an
+// `out`/`*_out` parameter is where a result is written). `u32` is also every
+// pointer and size; `i64` is signed, `u64` not.
+wasi_imports! {
+    args_get(argv: u32, argv_buf: u32) => memory args_get;
+    args_sizes_get(argc_out: u32, argv_buf_size_out: u32) => memory args_sizes_get;
+    environ_get(environ: u32, environ_buf: u32) => memory environ_get;
+    environ_sizes_get(count_out: u32, buf_size_out: u32) => memory environ_sizes_get;
+    clock_res_get(id: u32, out: u32) => memory clock_res_get;
+    clock_time_get(id: u32, precision: u64, out: u32) => memory clock_time_get;
+    fd_advise(fd: u32, offset: u64, len: u64, advice: u32) => host fd_advise;
+    fd_allocate(fd: u32, offset: u64, len: u64) => host fd_allocate;
+    fd_close(fd: u32) => host fd_close;
+    fd_datasync(fd: u32) => host fd_sync;
+    fd_fdstat_get(fd: u32, out: u32) => memory fd_fdstat_get;
+    fd_fdstat_set_flags(fd: u32, flags: u32) => host fd_fdstat_set_flags;
+    fd_fdstat_set_rights(fd: u32, base: u64, inheriting: u64) => host fd_fdstat_set_rights;
+    fd_filestat_get(fd: u32, out: u32) => memory fd_filestat_get;
+    fd_filestat_set_size(fd: u32, size: u64) => host fd_filestat_set_size;
+    fd_filestat_set_times(fd: u32, atim: u64, mtim: u64, fst_flags: u32)
+        => host fd_filestat_set_times;
+    fd_pread(fd: u32, iovs: u32, iovs_len: u32, offset: u64, nread_out: u32)
+        => memory fd_pread;
+    fd_prestat_get(fd: u32, out: u32) => memory fd_prestat_get;
+    fd_prestat_dir_name(fd: u32, path: u32, path_len: u32) => memory fd_prestat_dir_name;
+    fd_pwrite(fd: u32, iovs: u32, iovs_len: u32, offset: u64, nwritten_out: u32)
+        => memory fd_pwrite;
+    fd_read(fd: u32, iovs: u32, iovs_len: u32, nread_out: u32) => memory fd_read;
+    fd_readdir(fd: u32, buf: u32, buf_len: u32, cookie: u64, bufused_out: u32)
+        => memory fd_readdir;
+    fd_renumber(fd: u32, to: u32) => host fd_renumber;
+    fd_seek(fd: u32, offset: i64, whence: u32, newoffset_out: u32) => memory fd_seek;
+    fd_sync(fd: u32) => host fd_sync;
+    fd_tell(fd: u32, out: u32) => memory fd_tell;
+    fd_write(fd: u32, iovs: u32, iovs_len: u32, nwritten_out: u32) => memory fd_write;
+    path_create_directory(fd: u32, path: u32, path_len: u32) => memory path_create_directory;
+    path_filestat_get(fd: u32, flags: u32, path: u32, path_len: u32, out: u32)
+        => memory path_filestat_get;
+    path_filestat_set_times(
+        fd: u32, flags: u32, path: u32, path_len: u32, atim: u64, mtim: u64, fst_flags: u32,
+    ) => memory path_filestat_set_times;
+    path_link(
+        old_fd: u32, old_flags: u32, old_path: u32, old_path_len: u32,
+        new_fd: u32, new_path: u32, new_path_len: u32,
+    ) => nosys;
+    path_open(
+        fd: u32, dirflags: u32, path: u32, path_len: u32, oflags: u32,
+        rights_base: u64, rights_inheriting: u64, fdflags: u32, fd_out: u32,
+    ) => memory path_open;
+    path_readlink(fd: u32, path: u32, path_len: u32, buf: u32, buf_len: u32, bufused_out: u32)
+        => memory path_readlink;
+    path_remove_directory(fd: u32, path: u32, path_len: u32) => memory path_remove_directory;
+    path_rename(
+        fd: u32, old_path: u32, old_path_len: u32, new_fd: u32, new_path: u32, new_path_len: u32,
+    ) => memory path_rename;
+    path_symlink(old_path: u32, old_path_len: u32, fd: u32, new_path: u32, new_path_len: u32)
+        => nosys;
+    path_unlink_file(fd: u32, path: u32, path_len: u32) => memory path_unlink_file;
+    poll_oneoff(subs: u32, events: u32, nsubscriptions: u32, nevents_out: u32)
+        => memory poll_oneoff;
+    proc_exit(rval: i32) => exit;
+    proc_raise(sig: u32) => host proc_raise;
+    sched_yield() => host sched_yield;
+    random_get(buf: u32, buf_len: u32) => memory random_get;
+    sock_accept(fd: u32, flags: u32, fd_out: u32) => nosys;
+    sock_recv(
+        fd: u32, ri_data: u32, ri_data_len: u32, ri_flags: u32, ro_datalen_out: u32,
+        ro_flags_out: u32,
+    ) => nosys;
+    sock_send(fd: u32, si_data: u32, si_data_len: u32, si_flags: u32, so_datalen_out: u32)
+        => nosys;
+    sock_shutdown(fd: u32, how: u32) => nosys;
 }
 
 #[cfg(test)]
@@ -547,6 +288,7 @@ mod tests {
         let defined = linker.iter(&mut store).count();
         assert_eq!(defined, PROVIDED.len());
     }
+
     /// Every function's wasm type, from the preview1 witx (all pointers and
     /// sizes are i32; every call but `proc_exit` returns an errno).
     const SIGNATURES: &[&str] = &[

@@ -386,7 +386,12 @@ impl Host {
 
     /// Rights are not enforced beyond read/write access (as in wasmtime):
     /// succeeds on any file or directory.
-    pub(crate) fn fd_fdstat_set_rights(&mut self, fd: u32) -> WasiResult<()> {
+    pub(crate) fn fd_fdstat_set_rights(
+        &mut self,
+        fd: u32,
+        _base: u64,
+        _inheriting: u64,
+    ) -> WasiResult<()> {
         match self.state.fds.get(fd)? {
             Desc::File { .. } | Desc::Dir { .. } => Ok(()),
             _ => Err(Errno::Badf),
@@ -438,7 +443,14 @@ impl Host {
         }
     }
 
-    pub(crate) fn fd_advise(&mut self, fd: u32, advice: u32) -> WasiResult<()> {
+    /// Valid advice on a file is accepted and ignored: files are in memory.
+    pub(crate) fn fd_advise(
+        &mut self,
+        fd: u32,
+        _offset: u64,
+        _len: u64,
+        advice: u32,
+    ) -> WasiResult<()> {
         self.fd_sync(fd)?;
         if advice > 5 {
             return Err(Errno::Inval);
@@ -447,7 +459,7 @@ impl Host {
     }
 
     /// Not supported, as in wasmtime.
-    pub(crate) fn fd_allocate(&mut self, fd: u32) -> WasiResult<()> {
+    pub(crate) fn fd_allocate(&mut self, fd: u32, _offset: u64, _len: u64) -> WasiResult<()> {
         self.fd_sync(fd)?;
         Err(Errno::Notsup)
     }
