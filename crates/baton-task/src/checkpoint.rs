@@ -340,6 +340,13 @@ pub struct Delta {
     pages: Vec<u8>,
 }
 
+impl Header {
+    /// How many [`PAGE_SIZE`] pages the memory has.
+    fn total_pages(&self) -> u64 {
+        self.memory_len / PAGE_SIZE as u64
+    }
+}
+
 impl std::fmt::Debug for Header {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Header")
@@ -547,7 +554,43 @@ fn open(bytes: &[u8]) -> Result<(u8, Header, Reader<'_>), CheckpointError> {
 /// over `limits`, or (full checkpoints) not hashing to its recorded digest.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError> {
     let (kind, header, mut r) = open(bytes)?;
-    let body = r.bytes;
+    check_header(kind, &header, limits)?;
+    let host = read_host(&mut r, &header)?;
+    let (indices, groups) = read_pages(&mut r, &header)?;
+    if kind == 2 {
+        let pages = delta_pages(&indices, &groups)?;
+        return Ok(Decoded::Delta(Delta {
+            header,
+            host,
+            indices,
+            pages,
+        }));
+    }
+    let (memory, hashes) = full_memory(&header, &indices, &groups)?;
+    let state = State {
+        module: header.module,
+        point: header.point,
+        finished: header.finished,
+        globals: header.globals,
+        host,
+        memory,
+        hashes,
+    };
+    let actual = state
+        .digest()
+        .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+    if actual != header.digest {
+        return Err(CheckpointError::DigestMismatch {
+            recorded: header.digest,
+            actual,
+        });
+    }
+    Ok(Decoded::Full(state))
+}
+
+/// Checks the header's fields against the kind byte, this build and
+/// `limits`, before anything is allocated from them.
+fn check_header(kind: u8, header: &Header, limits: &Limits) -> Result<(), CheckpointError> {
     match (kind, header.base) {
         (1, None) | (2, Some(_)) => {}
         _ => {
@@ -563,26 +606,41 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
         )));
     }
     check("memory", header.memory_len, limits.max_memory)?;
-    if header.memory_len % WASM_PAGE_SIZE as u64 != 0 {
+    if !header.memory_len.is_multiple_of(WASM_PAGE_SIZE as u64) {
         return Err(CheckpointError::Malformed(
             "memory length is not a whole number of wasm pages".to_string(),
         ));
     }
     check("host state", header.host_len, limits.max_host)?;
-    let total_pages = header.memory_len / PAGE_SIZE as u64;
+    let total_pages = header.total_pages();
     if header.page_count > total_pages {
         return Err(CheckpointError::Malformed(format!(
             "{} pages listed for a memory of {total_pages}",
             header.page_count
         )));
     }
+    Ok(())
+}
+
+/// Reads the host state section: an lz4 block of its postcard bytes.
+fn read_host(r: &mut Reader<'_>, header: &Header) -> Result<HostState, CheckpointError> {
     let host_bytes = decompress(
         r.take(header.host_compressed, "host state")?,
         header.host_len as usize,
         "host state",
     )?;
-    let host: HostState = postcard::from_bytes(&host_bytes)
-        .map_err(|e| CheckpointError::Malformed(format!("host state: {e}")))?;
+    postcard::from_bytes(&host_bytes)
+        .map_err(|e| CheckpointError::Malformed(format!("host state: {e}")))
+}
+
+/// Reads the page indices (strictly ascending, within the memory) and the
+/// compressed page groups after them, which must end at the trailer.
+/// Returns the indices and each group's compressed bytes.
+fn read_pages<'a>(
+    r: &mut Reader<'a>,
+    header: &Header,
+) -> Result<(Vec<u32>, Vec<&'a [u8]>), CheckpointError> {
+    let total_pages = header.total_pages();
     let raw_indices = r.take(header.page_count * 4, "page index")?;
     let mut indices = Vec::with_capacity(header.page_count as usize);
     for c in raw_indices.chunks_exact(4) {
@@ -600,25 +658,32 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
         groups.push(r.take(u64::from(len), "page group")?);
     }
-    if r.pos != body.len() {
+    if r.pos != r.bytes.len() {
         return Err(CheckpointError::Malformed(format!(
             "{} unexpected bytes before the trailer",
-            body.len() - r.pos
+            r.bytes.len() - r.pos
         )));
     }
-    if kind == 2 {
-        let mut pages = vec![0u8; indices.len() * PAGE_SIZE];
-        for (i, (group, block)) in indices.chunks(GROUP).zip(&groups).enumerate() {
-            let start = i * GROUP * PAGE_SIZE;
-            decompress_exact(block, &mut pages[start..start + group.len() * PAGE_SIZE])?;
-        }
-        return Ok(Decoded::Delta(Delta {
-            header,
-            host,
-            indices,
-            pages,
-        }));
+    Ok((indices, groups))
+}
+
+/// A delta's pages, decompressed one after the other in index order.
+fn delta_pages(indices: &[u32], groups: &[&[u8]]) -> Result<Vec<u8>, CheckpointError> {
+    let mut pages = vec![0u8; indices.len() * PAGE_SIZE];
+    for (i, (group, block)) in indices.chunks(GROUP).zip(groups).enumerate() {
+        let start = i * GROUP * PAGE_SIZE;
+        decompress_exact(block, &mut pages[start..start + group.len() * PAGE_SIZE])?;
     }
+    Ok(pages)
+}
+
+/// A full checkpoint's linear memory (pages it does not carry are zero)
+/// and the hash of every page.
+fn full_memory(
+    header: &Header,
+    indices: &[u32],
+    groups: &[&[u8]],
+) -> Result<(Vec<u8>, Vec<[u8; 32]>), CheckpointError> {
     // When the checkpoint carries most of the memory, a huge-page-backed
     // buffer fills fastest; otherwise the allocator's lazy zeroing means
     // pages it does not carry are never touched, so a small forged
@@ -631,9 +696,9 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
     } else {
         vec![0u8; len]
     };
-    let mut hashes = vec![hash_page(&ZERO_PAGE); total_pages as usize];
+    let mut hashes = vec![hash_page(&ZERO_PAGE); header.total_pages() as usize];
     let mut scratch = Vec::new();
-    for (group, block) in indices.chunks(GROUP).zip(&groups) {
+    for (group, block) in indices.chunks(GROUP).zip(groups) {
         let first = group[0] as usize;
         let contiguous = group[group.len() - 1] as usize - first + 1 == group.len();
         if contiguous {
@@ -654,25 +719,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, CheckpointError>
             hashes[p] = hash_page(&memory[p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
         }
     }
-    let state = State {
-        module: header.module,
-        point: header.point,
-        finished: header.finished,
-        globals: header.globals,
-        host,
-        memory,
-        hashes,
-    };
-    let actual = state
-        .digest()
-        .map_err(|e| CheckpointError::Encode(e.to_string()))?;
-    if actual != header.digest {
-        return Err(CheckpointError::DigestMismatch {
-            recorded: header.digest,
-            actual,
-        });
-    }
-    Ok(Decoded::Full(state))
+    Ok((memory, hashes))
 }
 
 /// A summary of a checkpoint read without assembling the state.
