@@ -17,8 +17,8 @@ use std::ops::Range;
 
 use wasm_encoder::{ExportKind, ExportSection, RawSection};
 use wasmparser::{
-    CompositeInnerType, ExternalKind, Operator, Parser, Payload, TypeRef, ValType, Validator,
-    WasmFeatures,
+    BinaryReaderError, CompositeInnerType, ExternalKind, FunctionBody, GlobalSectionReader,
+    ImportSectionReader, Operator, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures,
 };
 
 use crate::digest::Digest;
@@ -252,10 +252,14 @@ struct Scan {
     captured: Vec<CapturedGlobal>,
 }
 
+/// A parse error: the bytes are not a valid module.
+fn invalid(e: BinaryReaderError) -> ModuleError {
+    ModuleError::Invalid(e.to_string())
+}
+
 impl Scan {
     fn run(bytes: &[u8], provided: &[&str]) -> Result<Scan, ModuleError> {
         let mut scan = Scan::default();
-        let invalid = |e: wasmparser::BinaryReaderError| ModuleError::Invalid(e.to_string());
         for payload in Parser::new(0).parse_all(bytes) {
             match payload.map_err(invalid)? {
                 Payload::TypeSection(reader) => {
@@ -270,63 +274,14 @@ impl Scan {
                         }
                     }
                 }
-                Payload::ImportSection(reader) => {
-                    for import in reader.into_imports() {
-                        let import = import.map_err(invalid)?;
-                        let ok = import.module == WASI_MODULE
-                            && matches!(import.ty, TypeRef::Func(_))
-                            && provided.contains(&import.name);
-                        if !ok {
-                            return Err(ModuleError::UnsupportedImport {
-                                module: import.module.to_string(),
-                                name: import.name.to_string(),
-                            });
-                        }
-                        match import.ty {
-                            TypeRef::Func(t) => {
-                                scan.func_types.push(t);
-                                scan.imported_funcs += 1;
-                            }
-                            TypeRef::Global(_) => scan.imported_globals += 1,
-                            TypeRef::Memory(_) => scan.memories += 1,
-                            _ => {}
-                        }
-                    }
-                }
+                Payload::ImportSection(reader) => scan.imports(reader, provided)?,
                 Payload::FunctionSection(reader) => {
                     for t in reader {
                         scan.func_types.push(t.map_err(invalid)?);
                     }
                 }
                 Payload::MemorySection(reader) => scan.memories += reader.count() as usize,
-                Payload::GlobalSection(reader) => {
-                    for (i, global) in reader.into_iter().enumerate() {
-                        let global = global.map_err(invalid)?;
-                        scan.float_globals
-                            .push(nan::float_kind(global.ty.content_type));
-                        if !global.ty.mutable {
-                            continue;
-                        }
-                        let kind = match global.ty.content_type {
-                            ValType::I32 => GlobalKind::I32,
-                            ValType::I64 => GlobalKind::I64,
-                            ValType::F32 => GlobalKind::F32,
-                            ValType::F64 => GlobalKind::F64,
-                            ValType::V128 => GlobalKind::V128,
-                            ValType::Ref(_) => {
-                                return Err(ModuleError::Unsupported(
-                                    "a mutable reference-typed global".to_string(),
-                                ))
-                            }
-                        };
-                        let index = scan.imported_globals + i as u32;
-                        scan.captured.push(CapturedGlobal {
-                            index,
-                            kind,
-                            export: format!("{GLOBAL_EXPORT_PREFIX}{index}"),
-                        });
-                    }
-                }
+                Payload::GlobalSection(reader) => scan.globals(reader)?,
                 Payload::ExportSection(reader) => {
                     for export in reader {
                         let export = export.map_err(invalid)?;
@@ -346,19 +301,7 @@ impl Scan {
                         "a start section (use `_initialize` for set-up)".to_string(),
                     ));
                 }
-                Payload::CodeSectionEntry(body) => {
-                    let mut ops = body.get_operators_reader().map_err(invalid)?;
-                    let mut scratch = String::new();
-                    while !ops.eof() {
-                        let op = ops.read().map_err(invalid)?;
-                        if let Some(what) = uncapturable(&op) {
-                            return Err(ModuleError::Unsupported(what.to_string()));
-                        }
-                        if !scan.simd_float && nan::is_simd_float(&op, &mut scratch) {
-                            scan.simd_float = true;
-                        }
-                    }
-                }
+                Payload::CodeSectionEntry(body) => scan.code(&body)?,
                 _ => {}
             }
         }
@@ -366,6 +309,85 @@ impl Scan {
             return Err(ModuleError::ManyMemories(scan.memories));
         }
         Ok(scan)
+    }
+
+    /// Imports: only functions of `wasi_snapshot_preview1` that the host
+    /// provides.
+    fn imports(
+        &mut self,
+        reader: ImportSectionReader<'_>,
+        provided: &[&str],
+    ) -> Result<(), ModuleError> {
+        for import in reader.into_imports() {
+            let import = import.map_err(invalid)?;
+            let ok = import.module == WASI_MODULE
+                && matches!(import.ty, TypeRef::Func(_))
+                && provided.contains(&import.name);
+            if !ok {
+                return Err(ModuleError::UnsupportedImport {
+                    module: import.module.to_string(),
+                    name: import.name.to_string(),
+                });
+            }
+            match import.ty {
+                TypeRef::Func(t) => {
+                    self.func_types.push(t);
+                    self.imported_funcs += 1;
+                }
+                TypeRef::Global(_) => self.imported_globals += 1,
+                TypeRef::Memory(_) => self.memories += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Globals: notes each one's float kind and the mutable ones to capture.
+    fn globals(&mut self, reader: GlobalSectionReader<'_>) -> Result<(), ModuleError> {
+        for (i, global) in reader.into_iter().enumerate() {
+            let global = global.map_err(invalid)?;
+            self.float_globals
+                .push(nan::float_kind(global.ty.content_type));
+            if !global.ty.mutable {
+                continue;
+            }
+            let kind = match global.ty.content_type {
+                ValType::I32 => GlobalKind::I32,
+                ValType::I64 => GlobalKind::I64,
+                ValType::F32 => GlobalKind::F32,
+                ValType::F64 => GlobalKind::F64,
+                ValType::V128 => GlobalKind::V128,
+                ValType::Ref(_) => {
+                    return Err(ModuleError::Unsupported(
+                        "a mutable reference-typed global".to_string(),
+                    ))
+                }
+            };
+            let index = self.imported_globals + i as u32;
+            self.captured.push(CapturedGlobal {
+                index,
+                kind,
+                export: format!("{GLOBAL_EXPORT_PREFIX}{index}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// One function body: refuses what cannot be captured, notes SIMD float
+    /// arithmetic.
+    fn code(&mut self, body: &FunctionBody<'_>) -> Result<(), ModuleError> {
+        let mut ops = body.get_operators_reader().map_err(invalid)?;
+        let mut scratch = String::new();
+        while !ops.eof() {
+            let op = ops.read().map_err(invalid)?;
+            if let Some(what) = uncapturable(&op) {
+                return Err(ModuleError::Unsupported(what.to_string()));
+            }
+            if !self.simd_float && nan::is_simd_float(&op, &mut scratch) {
+                self.simd_float = true;
+            }
+        }
+        Ok(())
     }
 
     fn export(&self, name: &str, kind: ExternalKind) -> Option<u32> {
