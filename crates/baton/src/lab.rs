@@ -357,7 +357,36 @@ pub async fn run_part(n: usize, part: &Part, engine: &Engine, lab: &Lab) -> Resu
         durable,
         journal: journal.as_ref(),
     };
-    let drive = run.drive_async();
+    let (result, tl) = watch(run.drive_async(), &mut rx, part, relay, start).await;
+    let status = match result? {
+        Ending::Finished(s) => s,
+        Ending::Interrupted(_) => bail!("interrupted"),
+    };
+    let total = start.elapsed().as_secs_f64();
+    let mut got = Vec::new();
+    let framed = output.lock().map(|v| v.clone()).unwrap_or_default();
+    for (_, bytes) in OutputFrames::parse(&framed) {
+        got.extend_from_slice(bytes);
+    }
+    Ok(RunResult {
+        timeline: tl,
+        total,
+        reference_ms: ref_ms,
+        same: got == reference && status == ref_status,
+        output: got,
+        status,
+    })
+}
+
+/// Follows a run to its end: the timeline from its events, cutting and
+/// healing the link as the part says.
+async fn watch(
+    drive: impl std::future::Future<Output = Result<Ending>>,
+    rx: &mut mpsc::UnboundedReceiver<(u64, Event)>,
+    part: &Part,
+    relay: &Relay,
+    start: Instant,
+) -> (Result<Ending>, Timeline) {
     tokio::pin!(drive);
     let mut tl = Timeline::default();
     let mut heal_at: Option<tokio::time::Instant> = None;
@@ -384,24 +413,7 @@ pub async fn run_part(n: usize, part: &Part, engine: &Engine, lab: &Lab) -> Resu
     while let Ok((t, ev)) = rx.try_recv() {
         on_event(part, relay, &mut tl, &mut heal_at, t, ev);
     }
-    let status = match result? {
-        Ending::Finished(s) => s,
-        Ending::Interrupted(_) => bail!("interrupted"),
-    };
-    let total = start.elapsed().as_secs_f64();
-    let mut got = Vec::new();
-    let framed = output.lock().map(|v| v.clone()).unwrap_or_default();
-    for (_, bytes) in OutputFrames::parse(&framed) {
-        got.extend_from_slice(bytes);
-    }
-    Ok(RunResult {
-        timeline: tl,
-        total,
-        reference_ms: ref_ms,
-        same: got == reference && status == ref_status,
-        output: got,
-        status,
-    })
+    (result, tl)
 }
 
 /// Prints a timeline line at `t` seconds.
@@ -426,40 +438,65 @@ fn on_event(
     ev: Event,
 ) {
     let t = t_ms as f64 / 1000.0;
-    match ev {
+    match &ev {
         Event::Point { n, at, .. } => {
-            tl.count(n, &at);
-            if at == "remote" {
-                if let Some(p) = part.cut_at_remote_point {
-                    if n >= p && tl.cut_at.is_none() {
-                        relay.cut();
-                        tl.cut_at = Some(t);
-                        let what = if part.heal_after.is_some() {
-                            "for a while"
-                        } else {
-                            "for good"
-                        };
-                        say(part, t, &format!("✂ link cut {what}, the agent at point {n}"));
-                        if let Some(d) = part.heal_after {
-                            *heal_at = Some(tokio::time::Instant::now() + d);
-                        }
-                    }
-                }
+            tl.count(*n, at);
+            if at == "remote" && part.cut_at_remote_point.is_some_and(|p| *n >= p) {
+                cut(part, relay, tl, heal_at, t, *n);
             }
         }
+        Event::Migrated { downtime_ms, .. } => tl.downtime_ms = Some(*downtime_ms),
+        Event::Disconnected { .. } => tl.detected_at = Some(t),
+        Event::Resumed { at, .. } if at == "local" => tl.resumed_at = Some(t),
+        Event::Finished { points, at, .. } => {
+            tl.count(*points, at);
+            tl.finished_on = Some(at.clone());
+        }
+        _ => {}
+    }
+    if let Some(text) = describe(part, tl, &ev) {
+        say(part, t, &text);
+    }
+}
+
+/// Cuts the link (once), and schedules the heal if the part wants one.
+fn cut(
+    part: &Part,
+    relay: &Relay,
+    tl: &mut Timeline,
+    heal_at: &mut Option<tokio::time::Instant>,
+    t: f64,
+    n: u64,
+) {
+    if tl.cut_at.is_some() {
+        return;
+    }
+    relay.cut();
+    tl.cut_at = Some(t);
+    let what = if part.heal_after.is_some() {
+        "for a while"
+    } else {
+        "for good"
+    };
+    say(
+        part,
+        t,
+        &format!("✂ link cut {what}, the agent at point {n}"),
+    );
+    if let Some(d) = part.heal_after {
+        *heal_at = Some(tokio::time::Instant::now() + d);
+    }
+}
+
+/// The timeline's line for an event, if it has one.
+fn describe(part: &Part, tl: &Timeline, ev: &Event) -> Option<String> {
+    Some(match ev {
         Event::Migrated {
             from,
             to,
             point,
             downtime_ms,
-        } => {
-            tl.downtime_ms = Some(downtime_ms);
-            say(
-                part,
-                t,
-                &format!("migrated {from} → {to} at point {point}, downtime {downtime_ms:.1} ms"),
-            );
-        }
+        } => format!("migrated {from} → {to} at point {point}, downtime {downtime_ms:.1} ms"),
         Event::Responsibility {
             holder,
             executor,
@@ -467,63 +504,39 @@ fn on_event(
             epoch,
             takeover,
             ..
-        } => say(
-            part,
-            t,
-            &format!(
-                "agreed (epoch {epoch}): {executor} executes, {holder} responsible, {mode} state sync{}",
-                if takeover { " — taken over alone" } else { "" }
-            ),
+        } => format!(
+            "agreed (epoch {epoch}): {executor} executes, {holder} responsible, {mode} state sync{}",
+            if *takeover { " — taken over alone" } else { "" }
         ),
-        Event::Disconnected { point, lag, .. } => {
-            tl.detected_at = Some(t);
-            say(
-                part,
-                t,
-                &format!("disconnected (nothing heard for {} ms), last known point {point}, lag {lag}", part.disconnect_after.as_millis()),
-            );
-        }
+        Event::Disconnected { point, lag, .. } => format!(
+            "disconnected (nothing heard for {} ms), last known point {point}, lag {lag}",
+            part.disconnect_after.as_millis()
+        ),
         Event::Resumed {
             at,
             point,
             lost_steps,
-        } => {
-            if at == "local" {
-                tl.resumed_at = Some(t);
-            }
-            say(
-                part,
-                t,
-                &format!("{at} side continues from point {point}, {lost_steps} step(s) to redo"),
-            );
-        }
+        } => format!("{at} side continues from point {point}, {lost_steps} step(s) to redo"),
         Event::Reconnected {
             point_local,
             point_remote,
             winner,
-        } if tl.cut_at.is_some() => {
-            say(
-                part,
-                t,
-                &format!(
-                    "reconnected: here at point {}, agent at point {}; the {winner} state wins",
-                    point_local.unwrap_or(0),
-                    point_remote.map_or("-".to_string(), |p| p.to_string())
-                ),
-            );
-        }
+        } if tl.cut_at.is_some() => format!(
+            "reconnected: here at point {}, agent at point {}; the {winner} state wins",
+            point_local.unwrap_or(0),
+            point_remote.map_or("-".to_string(), |p| p.to_string())
+        ),
         Event::Finished {
-            points, at, exit_status, ..
-        } => {
-            tl.count(points, &at);
-            tl.finished_on = Some(at.clone());
-            say(part, t, &format!("finished on the {at} side at point {points}, exit status {exit_status}"));
-        }
+            points,
+            at,
+            exit_status,
+            ..
+        } => format!("finished on the {at} side at point {points}, exit status {exit_status}"),
         Event::Link { state, .. } if state == "up" && tl.cut_at.is_none() => {
-            say(part, t, "connected to the agent");
+            "connected to the agent".to_string()
         }
-        _ => {}
-    }
+        _ => return None,
+    })
 }
 
 /// A fingerprint shortened for display.

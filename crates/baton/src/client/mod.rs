@@ -4,8 +4,8 @@
 //! it back from its journal, choosing what the executor keeps, resolving
 //! the agent, and handing it all to one [`session::Session`]. The rooms:
 //!
-//! - [`session`]: the local stub's drive loop (dialer, signals, output,
-//!   the end);
+//! - [`session`]: the local stub's drive loop (dialer, signals, the end);
+//! - `show`: what the user sees (output, events, the status line);
 //! - [`link`]: carrying messages over a connection, and the dialer;
 //! - [`target`]: an agent's address, pinned identity and our identity;
 //! - [`events`]: the `--events` log; [`console`]: the terminal.
@@ -17,6 +17,7 @@ pub mod console;
 pub mod events;
 pub mod link;
 pub mod session;
+mod show;
 pub mod target;
 
 use std::path::Path;
@@ -336,32 +337,13 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
             journal.dir().display()
         );
     }
-    let (mut log, rec) = journal.open_log()?;
-    let kept = journal.dir().join("log.damaged");
-    let (Some(record), Some((at, state))) = (rec.record, rec.state) else {
-        bail!(
-            "the journal of {id} in {} holds no usable state ({}; the damaged bytes are in {}); it cannot be resumed",
-            journal.dir().display(),
-            rec.damage.as_deref().unwrap_or("its log is empty"),
-            kept.display()
-        );
-    };
-    if let Some(d) = &rec.damage {
-        console.line(&format!(
-            "baton: warning: the journal of {id} was damaged ({d}); going on from its newest intact point (the damaged bytes are in {})",
-            kept.display()
-        ));
-    }
-    let mut local =
-        LocalRecord::decode(&record).with_context(|| format!("the journal of {id} is damaged"))?;
-    local.durable = Some(at);
-    if rec.damage.is_some() {
-        // Session ids and epochs minted in the lost tail may have reached
-        // the agent already; minting them again would be refused forever
-        // (fencing). Skip far past anything the lost tail could have held.
-        local.minted = local.minted.saturating_add(1 << 20);
-        local.pending = None;
-    }
+    let Journaled {
+        mut log,
+        mut local,
+        at,
+        state,
+        delivered,
+    } = read_back(&journal, id)?;
     let remote = match &spec.remote {
         Some(t) => Some(target::resolve_spec(t, &spec.policy)?),
         None => None,
@@ -390,11 +372,11 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
     let line = match &spec.remote {
         Some(t) if pin_local => format!(
             "baton: resuming task {id} from point {} here (output shown through point {}), bringing it back from {}",
-            at.point, rec.delivered, t.agent
+            at.point, delivered, t.agent
         ),
         Some(t) => format!(
             "baton: resuming task {id} from point {} here (output shown through point {}), re-attaching to {}",
-            at.point, rec.delivered, t.agent
+            at.point, delivered, t.agent
         ),
         None => format!("baton: resuming task {id} from point {}", at.point),
     };
@@ -412,7 +394,7 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
         module: program.digest().to_string(),
         capture: None,
         init_output: Vec::new(),
-        resume: Some((local, rec.delivered)),
+        resume: Some((local, delivered)),
         durable: Some(Durable {
             log,
             module_path: None,
@@ -424,6 +406,54 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
         interrupted_hint(&console, id, p, true);
     }
     Ok(ending)
+}
+
+/// What a journal's log gives back to continue from.
+struct Journaled {
+    log: TaskLog,
+    local: LocalRecord,
+    at: StateRef,
+    state: baton_task::State,
+    delivered: baton_proto::Point,
+}
+
+/// Reads a journal's log back: its newest intact state, the local stub's
+/// record, how far output was shown. A damaged tail is cut (kept in
+/// `log.damaged`) with a warning; a log with no usable state is an error.
+fn read_back(journal: &Journal, id: &str) -> Result<Journaled> {
+    let (log, rec) = journal.open_log()?;
+    let kept = journal.dir().join("log.damaged");
+    let (Some(record), Some((at, state))) = (rec.record, rec.state) else {
+        bail!(
+            "the journal of {id} in {} holds no usable state ({}; the damaged bytes are in {}); it cannot be resumed",
+            journal.dir().display(),
+            rec.damage.as_deref().unwrap_or("its log is empty"),
+            kept.display()
+        );
+    };
+    if let Some(d) = &rec.damage {
+        Console::global().line(&format!(
+            "baton: warning: the journal of {id} was damaged ({d}); going on from its newest intact point (the damaged bytes are in {})",
+            kept.display()
+        ));
+    }
+    let mut local =
+        LocalRecord::decode(&record).with_context(|| format!("the journal of {id} is damaged"))?;
+    local.durable = Some(at);
+    if rec.damage.is_some() {
+        // Session ids and epochs minted in the lost tail may have reached
+        // the agent already; minting them again would be refused forever
+        // (fencing). Skip far past anything the lost tail could have held.
+        local.minted = local.minted.saturating_add(1 << 20);
+        local.pending = None;
+    }
+    Ok(Journaled {
+        log,
+        local,
+        at,
+        state,
+        delivered: rec.delivered,
+    })
 }
 
 /// Tells the user what Ctrl-C did.

@@ -18,10 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use baton_net::{Client, Fingerprint, Identity, NetConfig};
-use baton_proto::{
-    Action, Event as ProtoEvent, FailKind, LocalConfig, LocalRecord, LocalStub, Outcome, Point,
-    Side, StateRef,
-};
+use baton_proto::{FailKind, LocalConfig, LocalRecord, LocalStub, Outcome, Point, Side, StateRef};
 use baton_task::wasi::{OutStream, Preopen};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, Semaphore};
@@ -29,15 +26,12 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::client::console::Console;
 use crate::client::events::{Event, EventLog};
 use crate::client::link::{dial, LinkNews};
-use crate::drive::exec::{ExecCore, OutputFrames};
+use crate::client::show::{draw_status, side, unreachable_hint, Shown};
+use crate::drive::exec::ExecCore;
 use crate::drive::worker::{Durable, Worker};
-use crate::drive::{Driver, Hooks, Wake};
+use crate::drive::{Driver, Wake};
 use crate::store::journal::{FinishRecord, Journal};
 use crate::units::human_bytes;
-
-/// How often `point` events are written at most when no journal needs
-/// each one.
-const POINT_EVENT_EVERY: Duration = Duration::from_millis(100);
 
 /// Output writes in order: what a task printed while it was created.
 pub type Writes = Vec<(OutStream, Vec<u8>)>;
@@ -109,239 +103,6 @@ pub struct Session<'a> {
     pub journal: Option<&'a Journal>,
 }
 
-/// What the status line shows.
-#[derive(Default)]
-struct Status {
-    point: u64,
-    link_up: bool,
-    rtt: Option<Duration>,
-    lag: u64,
-    finished_on: Option<Side>,
-}
-
-fn side(s: Side) -> String {
-    s.as_str().to_string()
-}
-
-/// The session's answers to the drain: output, events, the end.
-struct ClientHooks<'a> {
-    events: &'a mut EventLog,
-    console: &'a Console,
-    capture: Option<Arc<Mutex<Vec<u8>>>>,
-    init_output: Option<Writes>,
-    worker: Worker,
-    status: Status,
-    /// Every point is logged (a journal needs each one, or the executor
-    /// already thins out the digests).
-    every_point: bool,
-    last_point_event: Option<Instant>,
-    /// A point event held back by the thinning, written if it turns out
-    /// to be the last.
-    held_point: Option<Event>,
-    /// Points reached here, not yet known to be journaled: their events
-    /// wait, so that a logged point is always one a resume can start from.
-    waiting: std::collections::VecDeque<StateRef>,
-    finish: Option<(Option<StateRef>, Outcome)>,
-    refused: Option<String>,
-}
-
-impl ClientHooks<'_> {
-    fn write_out(&self, stream: OutStream, bytes: &[u8]) {
-        match &self.capture {
-            Some(c) => {
-                let mut v = c.lock().unwrap_or_else(|p| p.into_inner());
-                OutputFrames::push(&mut v, stream, bytes);
-            }
-            None => self.console.write(stream, bytes),
-        }
-    }
-
-    fn flush_init(&mut self) {
-        for (stream, bytes) in self.init_output.take().unwrap_or_default() {
-            self.write_out(stream, &bytes);
-        }
-    }
-
-    fn emit(&mut self, e: Event) -> Result<()> {
-        self.events
-            .emit(e)
-            .context("cannot write to the events file")
-    }
-
-    /// Writes a point's event, thinned to one per [`POINT_EVENT_EVERY`]
-    /// unless every point is wanted.
-    fn point(&mut self, state: StateRef, s: Side) -> Result<()> {
-        let ev = Event::Point {
-            n: state.point.0,
-            at: side(s),
-            digest: state.digest.to_string(),
-        };
-        if !self.every_point
-            && self
-                .last_point_event
-                .is_some_and(|t| t.elapsed() < POINT_EVENT_EVERY)
-        {
-            self.held_point = Some(ev);
-            return Ok(());
-        }
-        self.held_point = None;
-        self.last_point_event = Some(Instant::now());
-        self.emit(ev)
-    }
-
-    /// Writes the events of the points reached here through `durable`.
-    fn release(&mut self, durable: Option<u64>) -> Result<()> {
-        while let Some(s) = self.waiting.front().copied() {
-            if durable.is_none_or(|d| s.point.0 > d) {
-                break;
-            }
-            self.waiting.pop_front();
-            self.point(s, Side::Local)?;
-        }
-        Ok(())
-    }
-}
-
-impl Hooks for ClientHooks<'_> {
-    fn action(&mut self, action: Action) {
-        match action {
-            Action::Deliver(chunk) => {
-                self.flush_init();
-                for (stream, bytes) in OutputFrames::parse(chunk.bytes.as_bytes()) {
-                    self.write_out(stream, bytes);
-                }
-                // Shown first, noted second: a crash in between shows
-                // this chunk again on resume, never loses it.
-                self.worker
-                    .send(crate::drive::worker::Cmd::Delivered(chunk.point));
-            }
-            Action::Finish { state, outcome } => {
-                self.flush_init();
-                self.finish = Some((state, outcome));
-            }
-            _ => {}
-        }
-    }
-
-    fn event(&mut self, e: ProtoEvent) -> Result<()> {
-        let ev = match e {
-            ProtoEvent::Point { state, side: s } => {
-                self.status.point = self.status.point.max(state.point.0);
-                if state.digest == baton_proto::Digest::default() {
-                    return Ok(()); // not computed: nobody looks at this point
-                }
-                return match s {
-                    Side::Local => {
-                        self.waiting.push_back(state);
-                        Ok(())
-                    }
-                    Side::Remote => self.point(state, s),
-                };
-            }
-            ProtoEvent::Finished { side: s, point, .. } => {
-                // Written at the end, with the digest; the last point's
-                // event first if it was held back. The final state is
-                // journaled by now.
-                self.status.finished_on = Some(s);
-                self.release(Some(point.0))?;
-                if let Some(ev) = self.held_point.take() {
-                    if matches!(ev, Event::Point { n, .. } if n == point.0) {
-                        self.emit(ev)?;
-                    }
-                }
-                return Ok(());
-            }
-            ProtoEvent::PeerError { code, text } => {
-                tracing::warn!(?code, %text, "the agent reported an error");
-                self.refused = Some(text.clone());
-                Event::PeerError {
-                    code: format!("{code:?}"),
-                    text,
-                }
-            }
-            ProtoEvent::Disconnected {
-                point,
-                executor,
-                holder,
-                lag,
-            } => {
-                self.status.lag = lag;
-                Event::Disconnected {
-                    point: point.0,
-                    executor: side(executor),
-                    holder: side(holder),
-                    lag,
-                }
-            }
-            other => match protocol_event(other) {
-                Some(ev) => ev,
-                None => return Ok(()),
-            },
-        };
-        self.emit(ev)
-    }
-}
-
-/// The events that are only translated.
-fn protocol_event(e: ProtoEvent) -> Option<Event> {
-    Some(match e {
-        ProtoEvent::Migrated {
-            from,
-            to,
-            point,
-            downtime,
-        } => Event::Migrated {
-            from: side(from),
-            to: side(to),
-            point: point.0,
-            downtime_ms: downtime.as_secs_f64() * 1000.0,
-        },
-        ProtoEvent::Responsibility {
-            point,
-            holder,
-            executor,
-            mode,
-            epoch,
-            takeover,
-        } => Event::Responsibility {
-            point: point.0,
-            holder: side(holder),
-            executor: side(executor),
-            mode: mode.as_str().to_string(),
-            epoch: epoch.0,
-            takeover,
-        },
-        ProtoEvent::Resumed {
-            side: s,
-            point,
-            lost_steps,
-        } => Event::Resumed {
-            at: side(s),
-            point: point.0,
-            lost_steps,
-        },
-        ProtoEvent::Reconnected {
-            point_local,
-            point_remote,
-            winner,
-        } => Event::Reconnected {
-            point_local: point_local.map(|p| p.0),
-            point_remote: point_remote.map(|p| p.0),
-            winner: side(winner),
-        },
-        ProtoEvent::Divergence {
-            point,
-            local,
-            remote,
-        } => Event::Divergence {
-            point: point.0,
-            digest_local: local.to_string(),
-            digest_remote: remote.to_string(),
-        },
-        _ => return None,
-    })
-}
-
 /// What the session listens to besides the executor and the timer.
 enum Input {
     Link(Option<LinkNews>),
@@ -359,6 +120,24 @@ struct Dialer {
     warned_unreachable: bool,
     ever_connected: bool,
     pinned_local: bool,
+}
+
+/// A session's signals: Ctrl-C always, Ctrl-\ only with an agent to move
+/// to (without one it keeps its usual meaning).
+struct Signals {
+    interrupt: Signal,
+    quit: Option<Signal>,
+}
+
+impl Signals {
+    fn new(with_agent: bool) -> Result<Signals> {
+        let interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        let quit = match with_agent {
+            true => Some(signal(SignalKind::quit()).context("cannot catch SIGQUIT")?),
+            false => None,
+        };
+        Ok(Signals { interrupt, quit })
+    }
 }
 
 impl Session<'_> {
@@ -383,131 +162,50 @@ impl Session<'_> {
     ///
     /// As [`Self::drive`].
     pub async fn drive_async(self) -> Result<Ending> {
-        let Session {
-            id,
-            remote,
-            config,
-            core,
-            initial,
-            events,
-            console,
-            preopens,
-            module,
-            capture,
-            init_output,
-            resume,
-            durable,
-            journal,
-        } = self;
         let origin = Instant::now();
-        let module_digest = config.module.digest;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let worker = Worker::spawn(core, durable, Arc::new(Semaphore::new(1)), done_tx);
-        let mut dialer = match remote {
-            Some(r) => Some(start_dialer(r)?),
-            None => None,
-        };
-        let mut sigint = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
-        // Ctrl-\ means something only when there is an agent to move to.
-        let mut sigquit = match dialer {
-            Some(_) => Some(signal(SignalKind::quit()).context("cannot catch SIGQUIT")?),
-            None => None,
-        };
-        events
+        let worker = Worker::spawn(
+            self.core,
+            self.durable,
+            Arc::new(Semaphore::new(1)),
+            done_tx,
+        );
+        let mut dialer = self.remote.map(start_dialer).transpose()?;
+        let mut signals = Signals::new(dialer.is_some())?;
+        self.events
             .emit(Event::Started {
-                task: id.to_string(),
+                task: self.id.to_string(),
                 at: "local".to_string(),
-                module,
-                resumed_from: resume
+                module: self.module,
+                resumed_from: self
+                    .resume
                     .as_ref()
                     .map(|(r, _)| r.durable.map_or(0, |d| d.point.0)),
             })
             .context("cannot write to the events file")?;
-        let now = baton_proto::Time::ZERO;
-        let stub = match resume {
+        let (config, now) = (self.config, baton_proto::Time::ZERO);
+        let module = config.module.digest;
+        let stub = match self.resume {
             Some((record, delivered)) => LocalStub::recover(config, now, record, delivered),
-            None => LocalStub::new(config, now, initial),
+            None => LocalStub::new(config, now, self.initial),
         };
-        let mut driver = Driver::new(stub, worker.clone(), done_rx, module_digest, origin);
-        let mut hooks = ClientHooks {
-            every_point: journal.is_some(),
-            events,
-            console,
-            capture,
-            init_output: Some(init_output),
+        let mut driver = Driver::new(stub, worker.clone(), done_rx, module, origin);
+        let every_point = self.journal.is_some();
+        let mut shown = Shown::new(
+            self.events,
+            self.console,
+            self.capture,
+            self.init_output,
             worker,
-            status: Status::default(),
-            last_point_event: None,
-            held_point: None,
-            waiting: std::collections::VecDeque::new(),
-            finish: None,
-            refused: None,
+            every_point,
+        );
+        let end = RunEnd {
+            id: self.id,
+            preopens: self.preopens,
+            journal: self.journal,
+            origin,
         };
-        let ending = loop {
-            driver.drain(&mut hooks)?;
-            hooks.release(driver.stub.durable().map(|d| d.point.0))?;
-            if let Some(text) = hooks.refused.take() {
-                if let Some(d) = dialer.as_mut().filter(|d| d.on) {
-                    // The agent will not (or can no longer) hold this task:
-                    // stop asking and let the stub carry on here.
-                    console.line(&format!(
-                        "baton: warning: agent {} refused the task: {text}; it runs here",
-                        d.agent
-                    ));
-                    d.task.abort();
-                    d.on = false;
-                    if driver.lost(None) {
-                        hooks.status.link_up = false;
-                    }
-                    continue;
-                }
-            }
-            if let Some((state, outcome)) = hooks.finish.take() {
-                break finish(&driver, &mut hooks, preopens, journal, state, outcome).await?;
-            }
-            if let Some(d) = &dialer {
-                draw_status(console, id, &driver.stub, &hooks.status, d);
-            } else {
-                console.status(&format!(
-                    "baton · {id} · local · point {} · {:.1}s · Ctrl-C stops at the next point",
-                    hooks.status.point,
-                    origin.elapsed().as_secs_f64()
-                ));
-            }
-            let input = next_input(&mut dialer, &mut sigint, &mut sigquit);
-            match driver.wait(input).await {
-                Wake::Progress | Wake::Program(_) => {}
-                Wake::PersistFailed(e) => {
-                    return Err(anyhow!(e).context("a state could not be kept (a state from the agent that does not fit this task, or a disk error)"));
-                }
-                Wake::ExecutorGone => bail!("the executor stopped unexpectedly"),
-                Wake::Input(Input::Interrupt) => break Ending::Interrupted(hooks.status.point),
-                Wake::Input(Input::Quit) => {
-                    if let Some(d) = dialer.as_mut() {
-                        d.pinned_local = !d.pinned_local;
-                        let (to, msg) = if d.pinned_local {
-                            (
-                                Side::Local,
-                                "back here (Ctrl-\\ again to send it out again)",
-                            )
-                        } else {
-                            (
-                                Side::Remote,
-                                "to the agent (Ctrl-\\ again to bring it back)",
-                            )
-                        };
-                        console.line(&format!("baton: moving the task {msg}"));
-                        let now = driver.now();
-                        driver.stub.migrate(now, to);
-                    }
-                }
-                Wake::Input(Input::Link(news)) => {
-                    if let Some(d) = dialer.as_mut() {
-                        on_link(d, news, &mut driver, &mut hooks)?;
-                    }
-                }
-            }
-        };
+        let ending = run(&mut driver, &mut shown, &mut dialer, &mut signals, &end).await?;
         if let Ending::Interrupted(_) = ending {
             // A second Ctrl-C ends the process at once, even while the step
             // in flight finishes.
@@ -522,7 +220,7 @@ impl Session<'_> {
                 .context("cannot sync the journal")?;
             // Every write handed to the executor is on disk now, so every
             // point reached is one a resume starts from.
-            hooks.release(Some(hooks.status.point))?;
+            shown.release(Some(shown.status.point))?;
         }
         if let Some(d) = dialer {
             d.task.abort();
@@ -532,9 +230,104 @@ impl Session<'_> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             outbox.conn().close("task finished");
         }
-        console.clear();
+        shown.console.clear();
         Ok(ending)
     }
+}
+
+/// What the end of a run needs.
+struct RunEnd<'a> {
+    id: &'a str,
+    preopens: &'a [Preopen],
+    journal: Option<&'a Journal>,
+    origin: Instant,
+}
+
+/// The loop: drain, show, wait, until the task finishes or Ctrl-C.
+async fn run(
+    driver: &mut Driver<LocalStub>,
+    shown: &mut Shown<'_>,
+    dialer: &mut Option<Dialer>,
+    signals: &mut Signals,
+    end: &RunEnd<'_>,
+) -> Result<Ending> {
+    loop {
+        driver.drain(shown)?;
+        shown.release(driver.stub.durable().map(|d| d.point.0))?;
+        if let Some(text) = shown.refused.take() {
+            if let Some(d) = dialer.as_mut().filter(|d| d.on) {
+                // The agent will not (or can no longer) hold this task:
+                // stop asking and let the stub carry on here.
+                shown.console.line(&format!(
+                    "baton: warning: agent {} refused the task: {text}; it runs here",
+                    d.agent
+                ));
+                d.task.abort();
+                d.on = false;
+                if driver.lost(None) {
+                    shown.status.link_up = false;
+                }
+                continue;
+            }
+        }
+        if let Some((state, outcome)) = shown.finish.take() {
+            return finish(driver, shown, end, state, outcome).await;
+        }
+        match dialer {
+            Some(d) => draw_status(
+                shown.console,
+                end.id,
+                &driver.stub,
+                &shown.status,
+                &d.agent.to_string(),
+                d.pinned_local,
+            ),
+            None => shown.console.status(&format!(
+                "baton · {} · local · point {} · {:.1}s · Ctrl-C stops at the next point",
+                end.id,
+                shown.status.point,
+                end.origin.elapsed().as_secs_f64()
+            )),
+        }
+        let input = next_input(dialer, signals);
+        match driver.wait(input).await {
+            Wake::Progress | Wake::Program(_) => {}
+            Wake::PersistFailed(e) => {
+                return Err(anyhow!(e).context("a state could not be kept (a state from the agent that does not fit this task, or a disk error)"));
+            }
+            Wake::ExecutorGone => bail!("the executor stopped unexpectedly"),
+            Wake::Input(Input::Interrupt) => return Ok(Ending::Interrupted(shown.status.point)),
+            Wake::Input(Input::Quit) => {
+                if let Some(d) = dialer.as_mut() {
+                    move_task(d, driver, shown.console);
+                }
+            }
+            Wake::Input(Input::Link(news)) => {
+                if let Some(d) = dialer.as_mut() {
+                    on_link(d, news, driver, shown)?;
+                }
+            }
+        }
+    }
+}
+
+/// Ctrl-\: bring the task back here, or send it out again.
+fn move_task(d: &mut Dialer, driver: &mut Driver<LocalStub>, console: &Console) {
+    d.pinned_local = !d.pinned_local;
+    let (to, msg) = if d.pinned_local {
+        (
+            Side::Local,
+            "back here (Ctrl-\\ again to send it out again)",
+        )
+    } else {
+        (
+            Side::Remote,
+            "to the agent (Ctrl-\\ again to bring it back)",
+        )
+    };
+    console.line(&format!("baton: moving the task {msg}"));
+    let now = driver.now();
+    driver.stub.migrate(now, to);
 }
 
 fn start_dialer(r: Remote) -> Result<Dialer> {
@@ -557,11 +350,7 @@ fn start_dialer(r: Remote) -> Result<Dialer> {
     })
 }
 
-async fn next_input(
-    dialer: &mut Option<Dialer>,
-    sigint: &mut Signal,
-    sigquit: &mut Option<Signal>,
-) -> Input {
+async fn next_input(dialer: &mut Option<Dialer>, signals: &mut Signals) -> Input {
     let link = async {
         match dialer.as_mut().filter(|d| d.on) {
             Some(d) => d.news.recv().await,
@@ -569,14 +358,14 @@ async fn next_input(
         }
     };
     let quit = async {
-        match sigquit.as_mut() {
+        match signals.quit.as_mut() {
             Some(s) => s.recv().await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
         news = link => Input::Link(news),
-        _ = sigint.recv() => Input::Interrupt,
+        _ = signals.interrupt.recv() => Input::Interrupt,
         _ = quit => Input::Quit,
     }
 }
@@ -586,7 +375,7 @@ fn on_link(
     d: &mut Dialer,
     news: Option<LinkNews>,
     driver: &mut Driver<LocalStub>,
-    hooks: &mut ClientHooks<'_>,
+    hooks: &mut Shown<'_>,
 ) -> Result<()> {
     let agent = d.agent.to_string();
     match news {
@@ -658,56 +447,16 @@ fn on_link(
     Ok(())
 }
 
-/// What happens while the agent cannot be reached, as the agreement says.
-fn unreachable_hint(stub: &LocalStub) -> &'static str {
-    let a = stub.agreement().assignment;
-    match (a.executor, a.responsible) {
-        (Side::Remote, Side::Remote) => {
-            "the agent is responsible and keeps the task running there; baton keeps trying"
-        }
-        _ => "the task runs here and baton keeps trying",
-    }
-}
-
-fn draw_status(console: &Console, id: &str, stub: &LocalStub, status: &Status, d: &Dialer) {
-    if !console.shows_status() {
-        return;
-    }
-    let a = stub.agreement().assignment;
-    let at = match a.executor {
-        Side::Local => "running here".to_string(),
-        Side::Remote => format!("running on {}", d.agent),
-    };
-    let link = match (status.link_up, status.rtt) {
-        (true, Some(rtt)) => format!("link up, rtt {:.1} ms", rtt.as_secs_f64() * 1000.0),
-        (true, None) => "link up".to_string(),
-        (false, _) => format!("link down (lag {})", status.lag),
-    };
-    let synced = stub
-        .durable()
-        .map_or("-".to_string(), |d| d.point.0.to_string());
-    let hint = if d.pinned_local {
-        "Ctrl-\\ sends it out"
-    } else {
-        "Ctrl-\\ brings it back"
-    };
-    console.status(&format!(
-        "baton · {id} · {at} · point {} · held here {synced} · {} responsible · {link} · {hint}",
-        status.point,
-        a.responsible.as_str(),
-    ));
-}
-
 /// The end: files written back from the final state, the outcome reported
 /// and journaled.
 async fn finish(
     driver: &Driver<LocalStub>,
-    hooks: &mut ClientHooks<'_>,
-    preopens: &[Preopen],
-    journal: Option<&Journal>,
+    hooks: &mut Shown<'_>,
+    end: &RunEnd<'_>,
     state: Option<StateRef>,
     outcome: Outcome,
 ) -> Result<Ending> {
+    let (preopens, journal) = (end.preopens, end.journal);
     hooks.console.clear();
     let at = side(hooks.status.finished_on.unwrap_or(Side::Local));
     let status = match outcome {
@@ -755,18 +504,4 @@ async fn finish(
         digest,
     })?;
     Ok(Ending::Finished(status))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protocol_events_without_a_log_line_are_dropped() {
-        let e = ProtoEvent::Point {
-            state: StateRef::new(Point(1), baton_proto::Digest::default()),
-            side: Side::Local,
-        };
-        assert!(protocol_event(e).is_none());
-    }
 }

@@ -16,9 +16,16 @@
 //! passes those in as [`Hooks`] and as the future [`Driver::wait`] races
 //! against the executor and the stub's timer.
 //!
+//! The rooms: [`exec`] (the executor: the live task, stepping,
+//! restoring), `held` (what a side keeps of its states, and what it ships),
+//! [`frames`] (a step's output as one blob), [`worker`] (an executor off
+//! the async threads, under a shared pool of permits).
+//!
 //! It must not decide anything the stub decides.
 
 pub mod exec;
+pub mod frames;
+mod held;
 pub mod worker;
 
 use std::future::Future;

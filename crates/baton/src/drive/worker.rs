@@ -163,6 +163,13 @@ impl Worker {
         Worker { tx }
     }
 
+    /// A handle whose commands go nowhere (for tests of what sends them).
+    #[cfg(test)]
+    pub(crate) fn detached() -> Worker {
+        let (tx, _) = mpsc::unbounded_channel();
+        Worker { tx }
+    }
+
     /// Queues a command. A closed worker (after a panic or shutdown)
     /// ignores it; the driver notices through its `Done` channel.
     pub fn send(&self, cmd: Cmd) {
