@@ -511,3 +511,13 @@ pub fn assert_pieces_add_up(pieces: &[Vec<u8>], want: &[u8]) {
         String::from_utf8_lossy(&want[at..])
     );
 }
+
+impl Running {
+    /// Kills the run at once (SIGKILL) and returns how it ended and what
+    /// it had written to stdout by then.
+    pub fn kill9_status(mut self) -> (std::process::ExitStatus, Vec<u8>) {
+        signal(&self.child, libc::SIGKILL);
+        let status = wait_bounded(&mut self.child, PROCESS_TIMEOUT, "killed baton run");
+        (status, self.cap.read(status).stdout)
+    }
+}
