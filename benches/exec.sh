@@ -13,6 +13,9 @@
 #   benches/exec.sh                  # nbody 100 200000, 5 runs each
 #   RUNS=10 benches/exec.sh          # more runs
 #   ARGS="50 400000" benches/exec.sh # other nbody arguments: [steps] [iterations/step]
+#   BEFORE=/tmp/baton-old benches/exec.sh  # also another build of baton side by
+#                                    # side (baton-before, journal-before):
+#                                    # before/after comparisons in one run
 #   ATTRIBUTE=1 benches/exec.sh      # also bare_loop with one of baton's engine
 #                                    # settings each: bare+nan (NaN canonicalisation)
 #                                    # and bare+epoch (epoch interruption)
@@ -61,6 +64,11 @@ set -- \
     bare "$bare_cmd" \
     baton "target/release/baton run examples/nbody.wasm -- $ARGS" \
     journal "target/release/baton run --state-dir $journal examples/nbody.wasm -- $ARGS"
+if [ -n "${BEFORE:-}" ]; then
+    set -- "$@" \
+        baton-before "$BEFORE run examples/nbody.wasm -- $ARGS" \
+        journal-before "$BEFORE run --state-dir $journal examples/nbody.wasm -- $ARGS"
+fi
 if [ "$ATTRIBUTE" = 1 ]; then
     set -- "$@" \
         bare+nan "env BARE_NAN_CANON=1 $bare_cmd" \
@@ -80,7 +88,7 @@ while [ $# -gt $n ]; do
         say "error: the output of $name differs from native"
         exit 1
     fi
-    [ "$name" = journal ] && say "journal: $(ls "$journal"/*/ | tr '\n' ' ')($(du -sh "$journal" | cut -f1))"
+    case "$name" in journal*) say "$name: $(ls "$journal"/*/ | tr '\n' ' ')($(du -sh "$journal" | cut -f1))" ;; esac
     set -- "$@" "$name" "$cmd"
     n=$((n + 2))
 done
@@ -155,4 +163,9 @@ print(f"journal  vs baton without journal: wall {m['journal'] / m['baton']:5.3f}
       f" cpu {cpu['journal'] / cpu['baton']:5.3f}x (the cost of a checkpoint at every point)")
 print(f"(ratios of wall minima: journal/bare {lo['journal'] / lo['bare']:.2f}x,"
       f" journal/native {lo['journal'] / lo['native']:.2f}x)")
+for k in ["baton", "journal"]:
+    b = k + "-before"
+    if b in m:
+        print(f"{k:<8} this build vs {b}: wall {m[k] / m[b]:5.3f}x, cpu {cpu[k] / cpu[b]:5.3f}x,"
+              f" wall minima {lo[k] / lo[b]:5.3f}x")
 EOF

@@ -589,6 +589,14 @@ fn resume_local_brings_a_task_back_from_the_agent() {
         "points after the hand-back ran elsewhere:\n{}",
         pretty(&events)
     );
+    // Brought back for good: this side is responsible too, so a later loss
+    // of the agent cannot stall the task until a takeover.
+    let last = named(&events, "responsibility")
+        .last()
+        .copied()
+        .unwrap_or_else(|| panic!("no responsibility event:\n{}", pretty(&events)));
+    assert_eq!(last["holder"], "local", "{last}");
+    assert_eq!(last["executor"], "local", "{last}");
     agent.stop();
 }
 

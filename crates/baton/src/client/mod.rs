@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use baton_net::NetConfig;
-use baton_proto::policy::Migrate;
+use baton_proto::policy::{Migrate, Responsible};
 use baton_proto::{Agreement, Assignment, Epoch, LocalConfig, LocalRecord, Side, StateRef};
 use baton_task::wasi::{OutStream, OutputSink};
 use baton_task::{Engine, Program, Task};
@@ -322,9 +322,20 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
     }
     let mut spec = journal.spec().clone();
     let pin_local = matches!(place, Place::Here) && spec.remote.is_some();
-    if let Place::Agent { target, policy } = place {
-        spec.remote = Some(target);
-        spec.policy = policy;
+    match place {
+        Place::Agent { target, policy } => {
+            spec.remote = Some(target);
+            spec.policy = policy;
+        }
+        // Here for good: executed and held here. The agent is still
+        // dialled, for the newest state and the hand-back.
+        Place::Here if pin_local => {
+            spec.policy.migrate = Migrate::Never;
+            spec.policy.responsible = Responsible::Local;
+        }
+        Place::Here | Place::AsJournaled => {}
+    }
+    if spec != *journal.spec() {
         // Later resumes continue where this one sends the task.
         write_atomic(&journal.dir().join("task.json"), &spec.encode())?;
     }
@@ -364,9 +375,8 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
         at,
         state,
     );
-    let mut config = spec.local_config(&bytes, wire_digest(program.digest()));
+    let config = spec.local_config(&bytes, wire_digest(program.digest()));
     if pin_local {
-        config.migrate = Arc::new(Migrate::Never);
         local.pinned_local = true;
     }
     let line = match &spec.remote {
