@@ -122,16 +122,29 @@ struct Dialer {
     pinned_local: bool,
 }
 
-/// A session's signals: Ctrl-C always, Ctrl-\ only with an agent to move
+/// A session's signals: Ctrl-C always, Ctrl-\\ only with an agent to move
 /// to (without one it keeps its usual meaning).
 struct Signals {
-    interrupt: Signal,
+    /// The first Ctrl-C. It is caught by a task of its own, which at once
+    /// gives SIGINT back its default action: a second Ctrl-C then ends the
+    /// process even while a step computes on the driver's thread.
+    interrupt: mpsc::UnboundedReceiver<()>,
     quit: Option<Signal>,
 }
 
 impl Signals {
     fn new(with_agent: bool) -> Result<Signals> {
-        let interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        let (tx, interrupt) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            if sigint.recv().await.is_some() {
+                // SAFETY: restoring the default disposition of a signal.
+                unsafe {
+                    libc::signal(libc::SIGINT, libc::SIG_DFL);
+                }
+                let _ = tx.send(());
+            }
+        });
         let quit = match with_agent {
             true => Some(signal(SignalKind::quit()).context("cannot catch SIGQUIT")?),
             false => None,
@@ -164,12 +177,17 @@ impl Session<'_> {
     pub async fn drive_async(self) -> Result<Ending> {
         let origin = Instant::now();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let worker = Worker::spawn(
-            self.core,
-            self.durable,
-            Arc::new(Semaphore::new(1)),
-            done_tx,
-        );
+        // With no agent, nothing else has to move while a step computes:
+        // the executor runs on the driver's own thread.
+        let worker = match self.remote {
+            Some(_) => Worker::spawn(
+                self.core,
+                self.durable,
+                Arc::new(Semaphore::new(1)),
+                done_tx,
+            ),
+            None => Worker::inline(self.core, self.durable, done_tx),
+        };
         let mut dialer = self.remote.map(start_dialer).transpose()?;
         let mut signals = Signals::new(dialer.is_some())?;
         self.events
@@ -207,12 +225,8 @@ impl Session<'_> {
         };
         let ending = run(&mut driver, &mut shown, &mut dialer, &mut signals, &end).await?;
         if let Ending::Interrupted(_) = ending {
-            // A second Ctrl-C ends the process at once, even while the step
-            // in flight finishes.
-            // SAFETY: restoring the default disposition of a signal.
-            unsafe {
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-            }
+            // The step in flight finishes (a second Ctrl-C ends the process
+            // at once); then everything handed to the executor is on disk.
             driver
                 .worker()
                 .close()
@@ -365,7 +379,7 @@ async fn next_input(dialer: &mut Option<Dialer>, signals: &mut Signals) -> Input
     };
     tokio::select! {
         news = link => Input::Link(news),
-        _ = signals.interrupt.recv() => Input::Interrupt,
+        Some(()) = signals.interrupt.recv() => Input::Interrupt,
         _ = quit => Input::Quit,
     }
 }

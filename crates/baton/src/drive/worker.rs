@@ -11,7 +11,7 @@
 //! It must not interpret the protocol: the driver tags runs with a
 //! *generation* and drops results of runs it has since stopped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::path::PathBuf;
 
@@ -119,7 +119,23 @@ pub struct Durable {
 /// A handle on a task's executor.
 #[derive(Clone)]
 pub struct Worker {
-    tx: mpsc::UnboundedSender<Cmd>,
+    to: To,
+}
+
+/// Where a worker's commands go.
+#[derive(Clone)]
+enum To {
+    /// A queue, run off the async threads under the pool's permits.
+    Queue(mpsc::UnboundedSender<Cmd>),
+    /// Run at once on the caller's thread (a local run: nothing else on
+    /// the runtime has to keep moving while a step computes).
+    Inline(Arc<Inline>),
+}
+
+/// An executor run on the caller's thread, with where its answers go.
+struct Inline {
+    core: Mutex<(ExecCore, Option<Durable>)>,
+    done: mpsc::UnboundedSender<Done>,
 }
 
 impl Worker {
@@ -160,20 +176,49 @@ impl Worker {
                 }
             }
         });
-        Worker { tx }
+        Worker { to: To::Queue(tx) }
+    }
+
+    /// An executor that runs each command at once, on the thread that sends
+    /// it, and answers on `done` as [`Worker::spawn`] does. For a run with
+    /// no peer: a step then costs no hand-over between threads, and blocking
+    /// the caller while it computes holds up nothing (there are no
+    /// heartbeats to send).
+    pub fn inline(
+        core: ExecCore,
+        durable: Option<Durable>,
+        done: mpsc::UnboundedSender<Done>,
+    ) -> Worker {
+        Worker {
+            to: To::Inline(Arc::new(Inline {
+                core: Mutex::new((core, durable)),
+                done,
+            })),
+        }
     }
 
     /// A handle whose commands go nowhere (for tests of what sends them).
     #[cfg(test)]
     pub(crate) fn detached() -> Worker {
         let (tx, _) = mpsc::unbounded_channel();
-        Worker { tx }
+        Worker { to: To::Queue(tx) }
     }
 
     /// Queues a command. A closed worker (after a panic or shutdown)
     /// ignores it; the driver notices through its `Done` channel.
     pub fn send(&self, cmd: Cmd) {
-        let _ = self.tx.send(cmd);
+        match &self.to {
+            To::Queue(tx) => {
+                let _ = tx.send(cmd);
+            }
+            To::Inline(i) => {
+                let mut guard = i.core.lock().unwrap_or_else(|p| p.into_inner());
+                let (core, durable) = &mut *guard;
+                if let Some(d) = run(core, durable.as_mut(), cmd) {
+                    let _ = i.done.send(d);
+                }
+            }
+        }
     }
 
     /// Carries out an action that drives the executor (`Run`, `Continue`,

@@ -137,14 +137,12 @@ pub struct TaskLog {
     unsynced: bool,
 }
 
-fn output_entry(o: &OutputChunk) -> Vec<u8> {
-    entry(KIND_OUTPUT, &[&o.point.0.to_le_bytes(), o.bytes.as_bytes()])
-}
-
 /// The largest payload an entry's 4-byte length can say.
 const MAX_PAYLOAD: usize = u32::MAX as usize;
 
-fn entry(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
+/// Writes one entry (header, then the payload's pieces as they are: a
+/// state is never copied into a buffer of its own) and returns its size.
+fn write_entry(w: &mut impl Write, kind: u8, payload: &[&[u8]]) -> io::Result<u64> {
     let len: usize = payload.iter().map(|p| p.len()).sum();
     // Callers check with `too_large` first; this only keeps the length
     // field from wrapping if one does not.
@@ -154,15 +152,35 @@ fn entry(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
     for p in payload {
         crc.update(p);
     }
-    let mut out = Vec::with_capacity(HEADER + len);
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.push(kind);
+    let mut head = [0u8; HEADER];
+    head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    head[8] = kind;
+    w.write_all(&head)?;
     for p in payload {
-        out.extend_from_slice(p);
+        w.write_all(p)?;
     }
+    Ok((HEADER + len) as u64)
+}
+
+fn write_output(w: &mut impl Write, o: &OutputChunk) -> io::Result<u64> {
+    write_entry(
+        w,
+        KIND_OUTPUT,
+        &[&o.point.0.to_le_bytes(), o.bytes.as_bytes()],
+    )
+}
+
+/// One entry as bytes (for tests that forge logs).
+#[cfg(test)]
+fn entry(kind: u8, payload: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = write_entry(&mut out, kind, payload);
     out
 }
+
+/// Small entries gather here; a large payload passes straight through.
+const WRITE_BUFFER: usize = 64 << 10;
 
 /// Refuses an entry whose length the format cannot hold (a checkpoint of
 /// an incompressible memory near 4 GiB).
@@ -331,22 +349,27 @@ impl TaskLog {
         for o in outputs {
             too_large(&self.dir, o.bytes.len() + 8)?;
         }
-        let mut buf = Vec::new();
-        match state {
-            Some(StateBytes::Full(b)) => {
-                buf.extend_from_slice(&entry(KIND_FULL, &[b]));
-                self.full_len = b.len() as u64;
-            }
-            Some(StateBytes::Delta(b)) => buf.extend_from_slice(&entry(KIND_DELTA, &[b])),
-            None => {}
-        }
-        for o in outputs {
-            buf.extend_from_slice(&output_entry(o));
-        }
-        buf.extend_from_slice(&entry(KIND_RECORD, &[record]));
         let path = self.dir.join("log");
-        self.file.write_all(&buf).map_err(io_err(&path))?;
-        self.len += buf.len() as u64;
+        let mut w = io::BufWriter::with_capacity(WRITE_BUFFER, &self.file);
+        let mut written = 0;
+        let mut put = || -> io::Result<()> {
+            match state {
+                Some(StateBytes::Full(b)) => written += write_entry(&mut w, KIND_FULL, &[b])?,
+                Some(StateBytes::Delta(b)) => written += write_entry(&mut w, KIND_DELTA, &[b])?,
+                None => {}
+            }
+            for o in outputs {
+                written += write_output(&mut w, o)?;
+            }
+            written += write_entry(&mut w, KIND_RECORD, &[record])?;
+            w.flush()
+        };
+        put().map_err(io_err(&path))?;
+        drop(w);
+        if let Some(StateBytes::Full(b)) = state {
+            self.full_len = b.len() as u64;
+        }
+        self.len += written;
         self.outputs.extend_from_slice(outputs);
         self.sync_due()
     }
@@ -359,10 +382,10 @@ impl TaskLog {
     ///
     /// The write failed.
     pub fn append_delivered(&mut self, point: Point) -> Result<(), StoreError> {
-        let buf = entry(KIND_DELIVERED, &[&point.0.to_le_bytes()]);
         let path = self.dir.join("log");
-        self.file.write_all(&buf).map_err(io_err(&path))?;
-        self.len += buf.len() as u64;
+        let n = write_entry(&mut &self.file, KIND_DELIVERED, &[&point.0.to_le_bytes()])
+            .map_err(io_err(&path))?;
+        self.len += n;
         self.delivered = self.delivered.max(point);
         self.unsynced = true;
         Ok(())
@@ -418,22 +441,30 @@ impl TaskLog {
         too_large(&self.dir, full.len())?;
         let tmp = self.dir.join("log.tmp");
         let path = self.dir.join("log");
-        let mut buf = entry(KIND_FULL, &[full]);
-        for o in outputs {
-            buf.extend_from_slice(&output_entry(o));
-        }
-        buf.extend_from_slice(&entry(KIND_DELIVERED, &[&self.delivered.0.to_le_bytes()]));
-        buf.extend_from_slice(&entry(KIND_RECORD, &[record]));
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&buf).map_err(io_err(&tmp))?;
+        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w = io::BufWriter::with_capacity(WRITE_BUFFER, &f);
+        let mut written = 0;
+        let mut put = || -> io::Result<()> {
+            written += write_entry(&mut w, KIND_FULL, &[full])?;
+            for o in outputs {
+                written += write_output(&mut w, o)?;
+            }
+            let delivered = self.delivered.0.to_le_bytes();
+            written += write_entry(&mut w, KIND_DELIVERED, &[&delivered])?;
+            written += write_entry(&mut w, KIND_RECORD, &[record])?;
+            w.flush()
+        };
+        put().map_err(io_err(&tmp))?;
+        drop(w);
         f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        self.len = buf.len() as u64;
+        self.len = written;
         self.full_len = full.len() as u64;
         self.synced = Instant::now();
         self.unsynced = false;
