@@ -320,25 +320,7 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
         ));
         return Ok(Ending::Finished(done.exit_status));
     }
-    let mut spec = journal.spec().clone();
-    let pin_local = matches!(place, Place::Here) && spec.remote.is_some();
-    match place {
-        Place::Agent { target, policy } => {
-            spec.remote = Some(target);
-            spec.policy = policy;
-        }
-        // Here for good: executed and held here. The agent is still
-        // dialled, for the newest state and the hand-back.
-        Place::Here if pin_local => {
-            spec.policy.migrate = Migrate::Never;
-            spec.policy.responsible = Responsible::Local;
-        }
-        Place::Here | Place::AsJournaled => {}
-    }
-    if spec != *journal.spec() {
-        // Later resumes continue where this one sends the task.
-        write_atomic(&journal.dir().join("task.json"), &spec.encode())?;
-    }
+    let (spec, pin_local) = placed(&journal, place)?;
     let bytes = journal.module()?;
     let loaded = Loaded::new(bytes, spec.limits.max_step_time_ms.is_some())
         .context("cannot load the journaled module")?;
@@ -416,6 +398,33 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
         interrupted_hint(&console, id, p, true);
     }
     Ok(ending)
+}
+
+/// The spec a resume runs under: the journaled one, moved where the user
+/// now wants the task (and written back, so that later resumes continue
+/// there). Returns it, and whether the task is being brought back here
+/// from an agent.
+fn placed(journal: &Journal, place: Place) -> Result<(TaskSpec, bool)> {
+    let mut spec = journal.spec().clone();
+    let pin_local = matches!(place, Place::Here) && spec.remote.is_some();
+    match place {
+        Place::Agent { target, policy } => {
+            spec.remote = Some(target);
+            spec.policy = policy;
+        }
+        // Here for good: executed and held here. The agent is still
+        // dialled, for the newest state and the hand-back.
+        Place::Here if pin_local => {
+            spec.policy.migrate = Migrate::Never;
+            spec.policy.responsible = Responsible::Local;
+        }
+        Place::Here | Place::AsJournaled => {}
+    }
+    if spec != *journal.spec() {
+        // Later resumes continue where this one sends the task.
+        write_atomic(&journal.dir().join("task.json"), &spec.encode())?;
+    }
+    Ok((spec, pin_local))
 }
 
 /// What a journal's log gives back to continue from.
