@@ -22,9 +22,8 @@ use crate::agent::{self, AgentLimits, AgentOptions};
 use crate::client::console::Console;
 use crate::client::events::{Event, EventLog};
 use crate::client::session::{Ending, Remote, Session};
-use crate::client::{self, Loaded};
+use crate::client::{self, Loaded, Prepared};
 use crate::drive::exec::OutputFrames;
-use crate::drive::worker::Durable;
 use crate::spec::{Clock, ModuleInfo, Policy, Target, TaskLimits, TaskSpec, SPEC_VERSION};
 /// Collects a task's output in memory.
 #[derive(Clone, Default)]
@@ -325,16 +324,7 @@ pub async fn run_part(n: usize, part: &Part, engine: &Engine, lab: &Lab) -> Resu
         &events,
         console.sink(),
     )?;
-    let (journal, durable) = match p.journal {
-        Some((j, log)) => (
-            Some(j),
-            Some(Durable {
-                log,
-                module_path: None,
-            }),
-        ),
-        None => (None, None),
-    };
+    let (journal, durable) = p.journal.map(Prepared::split).unzip();
     let output = Arc::new(Mutex::new(Vec::new()));
     let run = Session {
         id: &id,

@@ -124,6 +124,18 @@ pub struct Prepared {
     pub module: String,
 }
 
+impl Prepared {
+    /// A journal and its log as the session takes them: the journal, and
+    /// the log as where the executor's writes go.
+    pub fn split((journal, log): (Journal, TaskLog)) -> (Journal, Durable) {
+        let durable = Durable {
+            log,
+            module_path: None,
+        };
+        (journal, durable)
+    }
+}
+
 /// Creates the task of `spec` at point 0 (running `_initialize`) and, with
 /// `state_dir`, its journal. With an agent (`spec.remote`), what
 /// `_initialize` prints is held in [`Prepared::init_output`] until the
@@ -245,16 +257,7 @@ pub fn start(new: NewTask<'_>) -> Result<Ending> {
         };
         console.line(&line);
     }
-    let (journal, durable) = match p.journal {
-        Some((j, log)) => (
-            Some(j),
-            Some(Durable {
-                log,
-                module_path: None,
-            }),
-        ),
-        None => (None, None),
-    };
+    let (journal, durable) = p.journal.map(Prepared::split).unzip();
     let preopens = spec.preopens();
     let ending = Session {
         id,

@@ -41,9 +41,28 @@ pub fn fs_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error
 ///
 /// [`FsError`] naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] for contents written piece by piece by `write` (through
+/// a small buffer: a large piece goes straight to the file), so that a
+/// large file is never assembled in memory first.
+///
+/// # Errors
+///
+/// [`FsError`] naming the file; `write`'s own error is reported as a
+/// failed write of the temporary file.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), FsError> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(fs_err("create", &tmp))?;
-    f.write_all(bytes).map_err(fs_err("write", &tmp))?;
+    let f = File::create(&tmp).map_err(fs_err("create", &tmp))?;
+    let mut w = io::BufWriter::with_capacity(64 << 10, &f);
+    write(&mut w)
+        .and_then(|()| w.flush())
+        .map_err(fs_err("write", &tmp))?;
+    drop(w);
     f.sync_all().map_err(fs_err("sync", &tmp))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(fs_err("rename into", path))?;

@@ -42,7 +42,7 @@ use baton_task::checkpoint::{self, CheckpointError, Decoded};
 use baton_task::State;
 
 use crate::drive::exec::wire_digest;
-use crate::store::fs::{sync_dir as sync_dir_fs, FsError};
+use crate::store::fs::{sync_dir as sync_dir_fs, write_atomic_with, FsError};
 
 const KIND_RECORD: u8 = 1;
 const KIND_FULL: u8 = 2;
@@ -142,7 +142,7 @@ const MAX_PAYLOAD: usize = u32::MAX as usize;
 
 /// Writes one entry (header, then the payload's pieces as they are: a
 /// state is never copied into a buffer of its own) and returns its size.
-fn write_entry(w: &mut impl Write, kind: u8, payload: &[&[u8]]) -> io::Result<u64> {
+fn write_entry(w: &mut (impl Write + ?Sized), kind: u8, payload: &[&[u8]]) -> io::Result<u64> {
     let len: usize = payload.iter().map(|p| p.len()).sum();
     // Callers check with `too_large` first; this only keeps the length
     // field from wrapping if one does not.
@@ -163,7 +163,7 @@ fn write_entry(w: &mut impl Write, kind: u8, payload: &[&[u8]]) -> io::Result<u6
     Ok((HEADER + len) as u64)
 }
 
-fn write_output(w: &mut impl Write, o: &OutputChunk) -> io::Result<u64> {
+fn write_output(w: &mut (impl Write + ?Sized), o: &OutputChunk) -> io::Result<u64> {
     write_entry(
         w,
         KIND_OUTPUT,
@@ -439,27 +439,18 @@ impl TaskLog {
         outputs: &[OutputChunk],
     ) -> Result<(), StoreError> {
         too_large(&self.dir, full.len())?;
-        let tmp = self.dir.join("log.tmp");
         let path = self.dir.join("log");
-        let f = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut w = io::BufWriter::with_capacity(WRITE_BUFFER, &f);
         let mut written = 0;
-        let mut put = || -> io::Result<()> {
-            written += write_entry(&mut w, KIND_FULL, &[full])?;
+        let delivered = self.delivered.0.to_le_bytes();
+        write_atomic_with(&path, |w| {
+            written += write_entry(w, KIND_FULL, &[full])?;
             for o in outputs {
-                written += write_output(&mut w, o)?;
+                written += write_output(w, o)?;
             }
-            let delivered = self.delivered.0.to_le_bytes();
-            written += write_entry(&mut w, KIND_DELIVERED, &[&delivered])?;
-            written += write_entry(&mut w, KIND_RECORD, &[record])?;
-            w.flush()
-        };
-        put().map_err(io_err(&tmp))?;
-        drop(w);
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&self.dir)?;
+            written += write_entry(w, KIND_DELIVERED, &[&delivered])?;
+            written += write_entry(w, KIND_RECORD, &[record])?;
+            Ok(())
+        })?;
         self.file = OpenOptions::new()
             .write(true)
             .open(&path)
