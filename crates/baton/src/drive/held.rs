@@ -153,6 +153,11 @@ impl ExecCore {
         let live = self.task.as_ref().filter(|_| self.at == Some(state));
         let (written, memory) = match (&self.store, live) {
             (Some((r, st)), _) if *r == state => {
+                // A state from the peer decides nothing about the host's
+                // files until it is checked as a whole.
+                st.host
+                    .validate()
+                    .map_err(|e| ExecError::WriteBack(e.to_string()))?;
                 (st.host.write_back_to(preopens), st.memory().len())
             }
             (_, Some(task)) => (task.host().write_back_to(preopens), task.memory_size()),
@@ -184,6 +189,12 @@ impl ExecCore {
                     )
                     .into());
                 }
+                // What the peer says is in the task's files is checked
+                // before it is kept (it may be written back here later).
+                state
+                    .host
+                    .validate()
+                    .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
                 self.store = Some((claimed, state));
                 self.mirror = Mirror::Newest;
                 return Ok(Written::Full(cp.bytes.clone()));
@@ -202,6 +213,11 @@ impl ExecCore {
                 // unchanged if anything is wrong.
                 d.apply(st)?;
                 *r = claimed;
+                // Checked before it is reported held; a bad one ends the
+                // task (the store's copy is no longer trusted either).
+                st.host
+                    .validate()
+                    .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
             }
         }
         self.mirror = Mirror::Newest;
