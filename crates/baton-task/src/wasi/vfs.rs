@@ -671,7 +671,9 @@ impl Vfs {
     /// name is a valid single component; every linked node is reachable from
     /// exactly one root by exactly one name, with matching parent pointers;
     /// orphans are unlinked and empty; inode numbers are below `next_ino`;
-    /// the byte count is right and within the limit.
+    /// the byte count is right and within the limit; every [`Origin`] names
+    /// an existing preopen and a plain relative path below it (no `..`,
+    /// `.`, empty component, leading `/` or NUL).
     pub(crate) fn validate(&self) -> Result<(), &'static str> {
         let mut refs: BTreeMap<Ino, u32> = BTreeMap::new();
         for node in self.nodes.values() {
@@ -690,6 +692,13 @@ impl Vfs {
                 return Err("an inode number is not below next_ino");
             }
             used = used.saturating_add(NODE_COST.saturating_add(node.size()));
+            if let Some(origin) = &node.origin {
+                let preopen_exists =
+                    usize::try_from(origin.preopen).is_ok_and(|p| p < self.roots.len());
+                if !preopen_exists || !is_plain_relative(&origin.path) {
+                    return Err("a node's origin is not a plain path below its preopen");
+                }
+            }
             let is_root = self.roots.contains(&ino);
             let n = refs.get(&ino).copied().unwrap_or(0);
             let expected = if is_root || node.orphan { 0 } else { 1 };
@@ -755,6 +764,12 @@ pub(crate) fn is_safe_name(name: &str) -> bool {
         && name != ".."
         && name.len() <= NAME_MAX
         && !name.contains(['/', '\0'])
+}
+
+/// Whether `path` is a non-empty, `/`-separated relative path of plain
+/// components (see [`is_safe_name`]) no longer than [`PATH_MAX`].
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty() && path.len() <= PATH_MAX && path.split('/').all(is_safe_name)
 }
 
 /// Checks one path component's length.
@@ -1013,5 +1028,53 @@ mod tests {
         v.open(root, "a", oflags::CREAT, true, NOW).unwrap();
         let names: Vec<_> = v.entries(root).unwrap().map(|e| e.0).collect();
         assert_eq!(names, ["a", "b", "dir"]);
+    }
+
+    #[test]
+    fn validate_rejects_origins_that_are_not_plain_paths_below_a_preopen() {
+        let mut v = Vfs::new(1 << 20);
+        let root = v.add_root(0).unwrap();
+        let origin = |preopen: u32, path: &str| {
+            Some(Origin {
+                preopen,
+                path: path.to_owned(),
+            })
+        };
+        let ino = v
+            .insert(root, "f", Some(b"x".to_vec()), origin(0, "f"), NOW)
+            .unwrap();
+        assert_eq!(v.validate(), Ok(()));
+        // A loaded file moved elsewhere keeps its origin: still valid.
+        for good in ["other", "a/b/c", "sub/f", &"n".repeat(NAME_MAX)] {
+            v.nodes.get_mut(&ino).unwrap().origin = origin(0, good);
+            assert_eq!(v.validate(), Ok(()), "{good:?}");
+        }
+        let bad = [
+            "",
+            "..",
+            "../outside",
+            "a/../../b",
+            "a/./b",
+            ".",
+            "/etc/passwd",
+            "a//b",
+            "a/",
+            "nul\0here",
+            &"n".repeat(NAME_MAX + 1),
+            &"a/".repeat(PATH_MAX),
+        ];
+        for path in bad {
+            v.nodes.get_mut(&ino).unwrap().origin = origin(0, path);
+            assert_eq!(
+                v.validate(),
+                Err("a node's origin is not a plain path below its preopen"),
+                "{path:?}"
+            );
+        }
+        // A preopen that does not exist.
+        v.nodes.get_mut(&ino).unwrap().origin = origin(1, "f");
+        assert!(v.validate().is_err());
+        v.nodes.get_mut(&ino).unwrap().origin = None;
+        assert_eq!(v.validate(), Ok(()));
     }
 }
