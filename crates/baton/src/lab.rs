@@ -55,7 +55,7 @@ pub struct Part {
     pub title: &'static str,
     /// The module's bytes.
     pub module: &'static [u8],
-    /// The module's file name (the task's argv[0]).
+    /// The module's file name (the task's `argv[0]`).
     pub name: &'static str,
     /// The task's arguments.
     pub args: Vec<String>,

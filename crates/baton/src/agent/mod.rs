@@ -4,10 +4,10 @@
 //! fingerprint file, recovery of the tasks an earlier run left) and
 //! shutting down (handing tasks back on SIGTERM). The rooms:
 //!
-//! - [`router`]: the listening endpoint, one async task per connection,
+//! - `router`: the listening endpoint, one async task per connection,
 //!   routing a `Hello` to its task (admitting new ones within the limits)
 //!   and later messages by their session;
-//! - [`actor`]: one async task per task, driving its remote stub on the one
+//! - `actor`: one async task per task, driving its remote stub on the one
 //!   [`crate::drive::Driver`];
 //! - [`datadir`]: the data dir: task directories and their recovery, the
 //!   module cache's files, `status.json`, gc, the lock.

@@ -88,7 +88,7 @@ pub struct Session<'a> {
     /// The module's digest (for the `started` event).
     pub module: String,
     /// Collect the task's output here instead of writing it to the console
-    /// (`baton demo`), as framed by [`OutputFrames`].
+    /// (`baton demo`), as framed by [`crate::drive::frames::OutputFrames`].
     pub capture: Option<Arc<Mutex<Vec<u8>>>>,
     /// What the task printed while it was created, written once the agent
     /// is known to be the pinned one (or unreachable): a refused identity

@@ -1,12 +1,11 @@
 //! One side's executor and state store for a task driven by a protocol stub.
 //!
-//! Owns [`ExecCore`]: the live [`Task`] (if any), the newest state this side
-//! holds (the *store*), and a *mirror* of the state the peer was last sent,
-//! so that shipping a state costs what changed since then. It answers the
+//! Owns [`ExecCore`]: the live [`Task`] (if any), stepping it and restoring
+//! it, and the state this side holds (the *store*, and a *mirror* of what
+//! the peer was last sent, whose methods live in `held`). It answers the
 //! stub's actions (`Run`, `Continue`, `Stop`, `Capture`, the state part of
-//! `Persist`) synchronously; [`crate::worker`] runs it off the async
-//! runtime. It also owns the framing of a step's output (stdout and stderr
-//! in one blob, [`OutputFrames`]).
+//! `Persist`) synchronously; [`crate::drive::worker`] runs it off the async
+//! runtime, or inline.
 //!
 //! What the store keeps is a setting ([`Keep`]): a copy of the newest state
 //! in memory where this side may have to ship it or run from it again (a
@@ -145,7 +144,7 @@ pub fn wire_digest(d: baton_task::Digest) -> baton_proto::Digest {
 
 impl ExecCore {
     /// An executor with nothing in it yet (the agent, before the first
-    /// checkpoint arrives). `program` may come later ([`Self::set_program`]).
+    /// checkpoint arrives). `program` may come later ([`Self::accept_module`]).
     pub fn empty(
         engine: Engine,
         program: Option<Program>,
