@@ -28,6 +28,31 @@ use crate::timer::Timer;
 /// Most output chunks sent in one message.
 const CHUNKS_PER_MESSAGE: usize = 64;
 
+/// Most output bytes gathered into one message: well inside the transport's
+/// output frame (16 MiB), so that many pending chunks never add up to a
+/// message that cannot be sent. A single chunk larger than this still goes
+/// alone.
+const OUTPUT_BYTES_PER_MESSAGE: usize = 4 << 20;
+
+/// The chunks of the next output message: those from `from` on, at most
+/// [`CHUNKS_PER_MESSAGE`] of them and at most [`OUTPUT_BYTES_PER_MESSAGE`]
+/// bytes (but always at least one).
+fn output_batch(outputs: &BTreeMap<Point, Blob>, from: Point) -> Vec<OutputChunk> {
+    let mut bytes = 0;
+    let mut batch = Vec::new();
+    for (p, b) in outputs.range(from..).take(CHUNKS_PER_MESSAGE) {
+        if !batch.is_empty() && bytes + b.len() > OUTPUT_BYTES_PER_MESSAGE {
+            break;
+        }
+        bytes += b.len();
+        batch.push(OutputChunk {
+            point: *p,
+            bytes: b.clone(),
+        });
+    }
+    batch
+}
+
 /// The remote end of one task's protocol.
 ///
 /// Create it with [`RemoteStub::new`] when a `Hello` names an unknown task
@@ -826,15 +851,7 @@ impl RemoteStub {
             self.output_sent = self.output_acked;
         }
         let from = self.output_sent.max(self.output_acked).next();
-        let chunks: Vec<OutputChunk> = self
-            .outputs
-            .range(from..)
-            .take(CHUNKS_PER_MESSAGE)
-            .map(|(p, b)| OutputChunk {
-                point: *p,
-                bytes: b.clone(),
-            })
-            .collect();
+        let chunks = output_batch(&self.outputs, from);
         if let Some(last) = chunks.last() {
             self.output_sent = last.point;
             self.core
@@ -1005,6 +1022,35 @@ mod tests {
                 disconnect_after_nanos: 4_000_000,
             },
         }
+    }
+
+    #[test]
+    fn output_messages_stay_small_whatever_is_pending() {
+        let mut outputs = BTreeMap::new();
+        for p in 1..=40u64 {
+            outputs.insert(Point(p), Blob::from(vec![b'x'; 1 << 20]));
+        }
+        // 40 pending chunks of 1 MiB: gathered 4 MiB at a time, in order.
+        let first = output_batch(&outputs, Point(1));
+        assert_eq!(first.len(), 4);
+        assert_eq!(first[0].point, Point(1));
+        let mut from = Point(1);
+        let mut sent = 0;
+        while sent < 40 {
+            let b = output_batch(&outputs, from);
+            assert!(!b.is_empty());
+            assert!(b.iter().map(|c| c.bytes.len()).sum::<usize>() <= OUTPUT_BYTES_PER_MESSAGE);
+            assert_eq!(b[0].point, from);
+            sent += b.len();
+            from = b.last().map(|c| c.point.next()).unwrap_or(from);
+        }
+        // One chunk larger than the bound goes alone; small ones by the 64.
+        outputs.insert(Point(41), Blob::from(vec![b'y'; 5 << 20]));
+        assert_eq!(output_batch(&outputs, Point(41)).len(), 1);
+        let small: BTreeMap<Point, Blob> = (1..=100u64)
+            .map(|p| (Point(p), Blob::from(vec![b'z'; 10])))
+            .collect();
+        assert_eq!(output_batch(&small, Point(1)).len(), CHUNKS_PER_MESSAGE);
     }
 
     #[test]

@@ -1093,6 +1093,41 @@ fn client_killed_and_resumed_big() {
     client_killed_and_resumed_with(&["--responsible", "remote"], BIG_LONG);
 }
 
+/// Output that piled up on the agent while its client was away, far more
+/// than one message of the protocol can carry (30 steps of 1 MiB), arrives
+/// whole, in order and once when the client comes back. (Regression: the
+/// agent packed up to 64 pending chunks into one message with no byte cap;
+/// a message over the 16 MiB output frame could not be sent, the writer
+/// stopped silently and the resumed run never ended.)
+#[test]
+fn output_piled_up_on_the_agent_arrives_whole() {
+    let task: (&str, &[&str]) = ("spew.wasm", &["30", "1048576"]);
+    let agent = TestAgent::start();
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &["--name", "spew", "--responsible", "remote"],
+        task.0,
+        task.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("a remote point >= 2", EVENT_WAIT, |e| {
+        point_at(e, "remote", 2)
+    });
+    let first = r.kill9();
+    // The agent, responsible, finishes meanwhile: its output waits there.
+    std::thread::sleep(Duration::from_secs(3));
+    let o = run(home.baton(["resume", "spew"]));
+    o.assert_code(0);
+    let want = local_output(task.0, task.1);
+    assert_eq!(want.len(), 30 << 20);
+    assert_pieces_add_up(&[first, o.stdout.clone()], &want);
+    agent.stop();
+}
+
 /// A small deterministic generator for the kill schedule (printed, so a
 /// failing schedule can be read back from the test's output).
 struct Lcg(u64);

@@ -4,7 +4,9 @@
 //! messages each through their own ordered queue, every bulk message on its
 //! own task so that a checkpoint in flight never delays a heartbeat) and
 //! [`dial`] (the client's connect–read–redial loop with backoff, reporting
-//! [`LinkNews`]). It must not interpret messages beyond their channel.
+//! [`LinkNews`]). A message of an ordered channel that cannot be sent closes
+//! the connection with a warning rather than silently stopping its writer.
+//! It must not interpret messages beyond their channel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,12 +80,24 @@ fn ordered_writer(conn: Conn) -> mpsc::UnboundedSender<Message> {
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             if let Err(e) = conn.send(&msg).await {
-                tracing::debug!(error = %e, "send failed; the writer stops");
+                fail(&conn, msg.kind(), &e);
                 return;
             }
         }
     });
     tx
+}
+
+/// A message of an ordered channel could not be sent: later ones must not
+/// overtake it, so the connection is closed, loudly. Both sides then see
+/// the link lost, and the next connection sends again what is unacknowledged.
+fn fail(conn: &Conn, kind: &str, e: &NetError) {
+    if matches!(e, NetError::ConnectionLost(_)) {
+        tracing::debug!(error = %e, "send failed: the connection is gone");
+        return;
+    }
+    tracing::warn!(error = %e, message = kind, "a message could not be sent; closing the connection");
+    conn.close("a message could not be sent");
 }
 
 /// What the dialer reports.
