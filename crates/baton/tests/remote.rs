@@ -1140,7 +1140,7 @@ fn output_piled_up_on_the_agent_arrives_whole() {
     );
     let from = want.len() - o.stdout.len();
     assert!(
-        from <= first.len() && first.len() - from <= step && from % step == 0,
+        from <= first.len() && first.len() - from <= step && from.is_multiple_of(step),
         "the resume starts at byte {from}; the killed run showed {} bytes",
         first.len()
     );
