@@ -62,6 +62,36 @@ fn tls12_refused() -> rustls::Error {
 struct ClientVerifier {
     policy: ClientPolicy,
     provider: Arc<CryptoProvider>,
+    refusals: RefusalLog,
+}
+
+/// Refused clients, logged at most once per [`RefusalLog::EVERY`] with a
+/// count of those in between: anyone can knock, and each knock must not
+/// cost a line of the agent's log.
+#[derive(Default)]
+struct RefusalLog(std::sync::Mutex<Option<(std::time::Instant, u64)>>);
+
+impl RefusalLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn refused(&self, fp: &Fingerprint) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *last {
+            Some((at, quiet)) if at.elapsed() < Self::EVERY => {
+                *quiet += 1;
+                tracing::debug!(client = %fp, "refused a client that is not authorized");
+            }
+            _ => {
+                let quiet = last.map_or(0, |(_, q)| q);
+                tracing::warn!(
+                    client = %fp,
+                    refused_since_last_line = quiet,
+                    "refused a client that is not authorized"
+                );
+                *last = Some((std::time::Instant::now(), 0));
+            }
+        }
+    }
 }
 
 impl fmt::Debug for ClientVerifier {
@@ -91,7 +121,7 @@ impl ClientCertVerifier for ClientVerifier {
         if self.policy.admits(&fp) {
             Ok(ClientCertVerified::assertion())
         } else {
-            tracing::warn!(client = %fp, "refused a client that is not authorized");
+            self.refusals.refused(&fp);
             // Sent to the client as an `access_denied` alert.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
@@ -221,6 +251,7 @@ pub fn server_config(
     let verifier = Arc::new(ClientVerifier {
         policy,
         provider: provider.clone(),
+        refusals: RefusalLog::default(),
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -267,4 +298,21 @@ pub fn client_config(
     expected: Fingerprint,
 ) -> Result<rustls::ClientConfig, NetError> {
     client_config_inner(identity, expected).map(|(config, _)| config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_between_log_lines() {
+        let log = RefusalLog::default();
+        let fp = Fingerprint::of_der(&CertificateDer::from(vec![1, 2, 3]));
+        log.refused(&fp);
+        log.refused(&fp);
+        log.refused(&fp);
+        let seen = *log.0.lock().unwrap();
+        // One line written, two refusals counted for the next one.
+        assert_eq!(seen.map(|(_, quiet)| quiet), Some(2));
+    }
 }

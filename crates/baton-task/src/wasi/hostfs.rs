@@ -108,9 +108,8 @@ pub(crate) fn load_preopen(
                 preopen: index,
                 path: child_rel.clone(),
             });
-            let ft = fs::symlink_metadata(&path)
-                .map_err(read_err(&path))?
-                .file_type();
+            let meta = fs::symlink_metadata(&path).map_err(read_err(&path))?;
+            let ft = meta.file_type();
             if ft.is_dir() {
                 let child = vfs
                     .insert(ino, &name, None, origin, now)
@@ -118,6 +117,11 @@ pub(crate) fn load_preopen(
                 subdirs.push((path, child, child_rel));
             } else if ft.is_file() {
                 let room = vfs.limit().saturating_sub(vfs.used());
+                if meta.len() > room {
+                    // Refused before reading: a file far over the limit is
+                    // not read into memory first.
+                    return Err(limit_err(&path, vfs));
+                }
                 let mut data = Vec::new();
                 fs::File::open(&path)
                     .map_err(read_err(&path))?

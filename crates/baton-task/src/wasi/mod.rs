@@ -163,7 +163,7 @@ pub enum HostError {
         path: PathBuf,
     },
     /// The preopened directories hold more than the file system limit.
-    #[error("the preopened directories exceed the virtual file system limit of {limit} bytes (at {path}); preopen less or raise the limit")]
+    #[error("the preopened directories exceed the virtual file system limit of {limit} bytes (at {path}); preopen a smaller directory (files under --dir are held in memory and in every checkpoint)")]
     FsLimit {
         /// The limit, `HostConfig::max_fs_bytes`.
         limit: u64,
