@@ -868,6 +868,19 @@ fn agent_sigterm_hands_the_task_back_and_exits() {
         "a drain is a planned migration, not a failover:\n{}",
         pretty(&events)
     );
+    // The agent left for good: the client stops calling it.
+    assert!(
+        o.stderr.contains("handed the task back; it finishes here"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !(is(e, "link") && e["state"] == "unreachable")),
+        "the client kept dialling the agent that left:\n{}",
+        pretty(&events)
+    );
 }
 
 #[test]

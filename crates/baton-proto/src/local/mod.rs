@@ -192,6 +192,16 @@ impl LocalStub {
         self.agreed
     }
 
+    /// Whether the remote of the current session said it is draining
+    /// (shutting down and handing its tasks back).
+    pub fn peer_draining(&self) -> bool {
+        self.core
+            .session
+            .as_ref()
+            .and_then(|s| s.peer.as_ref())
+            .is_some_and(|p| p.draining)
+    }
+
     /// True if the agreement in force is a takeover made alone.
     pub fn is_takeover(&self) -> bool {
         self.takeover

@@ -418,14 +418,25 @@ fn on_link(
             }
         }
         Some(LinkNews::Down { id: n, error }) => {
+            let drained = driver.stub.peer_draining();
             if driver.lost(Some(n)) {
                 hooks.status.link_up = false;
                 tracing::info!(error = %error, "link lost");
                 hooks.emit(Event::Link {
                     state: "down".into(),
-                    agent,
+                    agent: agent.clone(),
                     reason: Some(error.to_string()),
                 })?;
+                let a = driver.stub.agreement().assignment;
+                if drained && a.executor == Side::Local && a.responsible == Side::Local {
+                    // The agent handed the task back and left: stop
+                    // calling it; the task finishes here.
+                    hooks.console.line(&format!(
+                        "baton: agent {agent} shut down and handed the task back; it finishes here"
+                    ));
+                    d.task.abort();
+                    d.on = false;
+                }
             }
         }
         Some(LinkNews::Unreachable(error)) => {
