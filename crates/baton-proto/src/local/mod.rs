@@ -83,6 +83,8 @@ pub struct LocalStub {
     error_sent: bool,
     /// Deadlines that passed in this update.
     fired: Fired,
+    /// The remote last said it is draining (kept after its session ends).
+    peer_draining: bool,
 }
 
 impl LocalStub {
@@ -182,6 +184,7 @@ impl LocalStub {
             point_event: Point(0),
             error_sent: false,
             fired: Fired::default(),
+            peer_draining: false,
         }
     }
 
@@ -192,14 +195,10 @@ impl LocalStub {
         self.agreed
     }
 
-    /// Whether the remote of the current session said it is draining
-    /// (shutting down and handing its tasks back).
+    /// Whether the remote, as last heard (in this session or the one just
+    /// lost), said it is draining: shutting down and handing its tasks back.
     pub fn peer_draining(&self) -> bool {
-        self.core
-            .session
-            .as_ref()
-            .and_then(|s| s.peer.as_ref())
-            .is_some_and(|p| p.draining)
+        self.peer_draining
     }
 
     /// True if the agreement in force is a takeover made alone.
@@ -262,6 +261,7 @@ impl LocalStub {
     /// A decoded message from the remote side.
     pub fn handle_message(&mut self, now: Time, msg: Message) {
         if let Message::Welcome(w) = &msg {
+            self.peer_draining = w.summary.draining;
             self.on_welcome(now, w.session, w.seq, w.echo, &w.summary);
             self.update(now);
             return;
@@ -271,7 +271,10 @@ impl LocalStub {
         }
         self.heard(now);
         match msg {
-            Message::Heartbeat(h) => self.on_summary(now, h.seq, h.echo, &h.summary),
+            Message::Heartbeat(h) => {
+                self.peer_draining = h.summary.draining;
+                self.on_summary(now, h.seq, h.echo, &h.summary)
+            }
             Message::Goodbye(_) => self.lose_session(now, false),
             Message::Checkpoint(c) => {
                 // The sender holds what it sends: never ship it back.
