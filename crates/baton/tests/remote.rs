@@ -1160,6 +1160,56 @@ fn output_piled_up_on_the_agent_arrives_whole() {
     agent.stop();
 }
 
+/// A task the agent holds but its client is responsible for, whose client
+/// never comes back, is forgotten at the agent's next start once it has
+/// been left alone past `--retention` (it was kept without bound before).
+#[test]
+fn a_task_its_client_is_responsible_for_goes_after_the_retention() {
+    let agent = TestAgent::start_with(&["--allow-any-client", "--retention", "1s"]);
+    let home = ClientHome::new();
+    let ev = home.path("events.jsonl");
+    let cmd = home.remote_run(
+        &agent.addr_text(),
+        &agent.fingerprint,
+        &ev,
+        &[
+            "--responsible",
+            "local",
+            "--mode",
+            "sync",
+            "--disconnect-after",
+            "500ms",
+        ],
+        LONG.0,
+        LONG.1,
+    );
+    let mut r = Running::spawn(cmd, &ev);
+    r.wait_event("a remote point >= 10", EVENT_WAIT, |e| {
+        point_at(e, "remote", 10)
+    });
+    let _ = r.kill9();
+    // Task directories under the data dir (which moves with a restart).
+    let count = |agent: &TestAgent| {
+        std::fs::read_dir(agent.data_dir().join("tasks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|c| std::fs::read_dir(c.path()).into_iter().flatten().flatten())
+            .count()
+    };
+    assert_eq!(count(&agent), 1, "the agent holds the task");
+    // Not responsible, the agent stops executing it once it notices the
+    // client gone (500 ms); its log then stays as it is past the retention.
+    std::thread::sleep(Duration::from_millis(3000));
+    let agent = agent.kill9_and_restart(&["--allow-any-client", "--retention", "1s"]);
+    assert_eq!(
+        count(&agent),
+        0,
+        "a task left alone past the retention was kept"
+    );
+    agent.stop();
+}
+
 /// A small deterministic generator for the kill schedule (printed, so a
 /// failing schedule can be read back from the test's output).
 struct Lcg(u64);

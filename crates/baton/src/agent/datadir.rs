@@ -39,15 +39,17 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 /// What [`gc`] removed.
 #[derive(Debug, Default)]
 pub struct GcReport {
-    /// Finished tasks whose results waited longer than the retention.
+    /// Tasks left alone past the retention: finished here and never
+    /// fetched, or their client's to continue.
     pub finished: usize,
     /// Directories set aside as damaged.
     pub damaged: usize,
 }
 
-/// Removes, from an agent's data dir that no agent is using: results of
-/// tasks that finished more than `older_than` ago and were never fetched,
-/// and task directories set aside as damaged.
+/// Removes, from an agent's data dir that no agent is using: tasks left
+/// alone for more than `older_than` that finished here (results never
+/// fetched) or that their client is responsible for, and task directories
+/// set aside as damaged.
 ///
 /// # Errors
 ///
@@ -83,8 +85,9 @@ pub(super) fn task_dirs(data_dir: &Path) -> Vec<(PathBuf, bool)> {
         .collect()
 }
 
-/// Whether the task in `dir` finished here and its log has not changed for
-/// longer than `older_than`.
+/// Whether the task in `dir` is one whose client has what it needs
+/// ([`expendable`]) and whose log has not changed for longer than
+/// `older_than`.
 pub(super) fn finished_and_expired(dir: &Path, older_than: Duration) -> bool {
     if !log_older_than(dir, older_than) {
         return false;
@@ -95,7 +98,15 @@ pub(super) fn finished_and_expired(dir: &Path, older_than: Duration) -> bool {
     rec.record
         .as_deref()
         .and_then(|b| RemoteRecord::decode(b).ok())
-        .is_some_and(|r| r.finished.is_some())
+        .is_some_and(|r| expendable(&r))
+}
+
+/// A task the agent may forget once its client has stayed away past the
+/// retention: one that finished here (its result waited long enough), or
+/// one its client is responsible for (the client holds the state it goes
+/// on from; what the agent has beyond it is at most recomputed).
+fn expendable(r: &RemoteRecord) -> bool {
+    r.finished.is_some() || r.agreement.assignment.responsible == baton_proto::Side::Local
 }
 
 /// Whether the log in `dir` has not changed for longer than `age`.
@@ -274,7 +285,7 @@ pub(super) fn recover_tasks(
 }
 
 /// Reads one task back; `None` if nothing of it needs keeping (never
-/// written, handed back, or finished and unfetched past `retention`).
+/// written, handed back, or [`expendable`] and left alone past `retention`).
 pub(super) fn recover_task(
     dir: &Path,
     retention: Duration,
@@ -287,6 +298,9 @@ pub(super) fn recover_task(
         max_memory: meta.meta.max_memory,
         ..Default::default()
     };
+    // Before opening: opening cuts the log to its intact length, which
+    // touches it.
+    let left_alone = log_older_than(dir, retention);
     let (log, rec) = TaskLog::open(dir, &limits)?;
     if let Some(d) = &rec.damage {
         eprintln!(
@@ -299,7 +313,7 @@ pub(super) fn recover_task(
         return Ok(None); // created, never written: nothing to keep
     };
     let mut record = RemoteRecord::decode(&bytes).context("the task's record")?;
-    if record.handed_back || (record.finished.is_some() && log_older_than(dir, retention)) {
+    if record.handed_back || (expendable(&record) && left_alone) {
         return Ok(None);
     }
     // The log may hold a state one request newer than its last record (a

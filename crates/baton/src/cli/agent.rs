@@ -57,7 +57,7 @@ pub struct AgentArgs {
     /// On SIGTERM, how long to wait for connected clients to take their tasks back.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// How long the result of a task that finished here waits for its client (removed at the next start after that).
+    /// How long the result of a task that finished here, or a task its client is responsible for, waits for its client (removed at the next start, or by `baton agent gc`, after that).
     #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = parse_duration)]
     pub retention: Duration,
 }
@@ -70,7 +70,7 @@ pub enum AgentAction {
         /// The agent's data dir.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
-        /// Remove results of tasks that finished at least this long ago.
+        /// Remove tasks left alone at least this long: results of tasks that finished here, and tasks their client is responsible for.
         #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = parse_duration)]
         older_than: Duration,
     },
@@ -90,7 +90,7 @@ impl AgentArgs {
         {
             let r = agent::gc(data_dir, *older_than)?;
             println!(
-                "removed {} finished result(s) older than {}s and {} damaged task dir(s) from {}",
+                "removed {} task(s) left alone longer than {}s (finished, or their client's to continue) and {} damaged task dir(s) from {}",
                 r.finished,
                 older_than.as_secs(),
                 r.damaged,
