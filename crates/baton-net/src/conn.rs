@@ -209,6 +209,46 @@ struct Readers {
     receiver: Arc<Receiver>,
 }
 
+/// One bidirectional stream after the control stream: a resumable bulk
+/// message, delivered once complete.
+async fn read_bidi(
+    send: quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    receiver: &Receiver,
+    limits: &FrameLimits,
+    tx: &mpsc::Sender<Received>,
+) -> Result<(), NetError> {
+    let kind = frame::read_header(recv, Channel::Bulk).await?;
+    if kind != StreamKind::Bulk {
+        return Err(NetError::Protocol(format!(
+            "a bidirectional stream after the control stream claims to be a {kind:?} stream"
+        )));
+    }
+    let Some(bytes) = bulk::receive(send, recv, receiver).await? else {
+        return Ok(()); // it continues on a newer connection
+    };
+    let msg = frame::decode(Channel::Bulk, &bytes, limits)?;
+    drop(bytes);
+    let _ = tx.send(Ok((Channel::Bulk, msg))).await;
+    Ok(())
+}
+
+/// One unidirectional stream: output, or a plain bulk message.
+async fn read_uni(
+    recv: &mut quinn::RecvStream,
+    limits: &FrameLimits,
+    tx: &mpsc::Sender<Received>,
+    counters: &Counters,
+) -> Result<(), NetError> {
+    let kind = frame::read_header(recv, Channel::Bulk).await?;
+    if kind == StreamKind::Control {
+        return Err(NetError::Protocol(
+            "a unidirectional stream claims to be the control stream".into(),
+        ));
+    }
+    read_stream(recv, kind.channel(), limits, tx, counters).await
+}
+
 fn spawn_readers(mut control_rx: quinn::RecvStream, r: Readers) -> Vec<JoinHandle<()>> {
     let Readers {
         connection,
@@ -253,22 +293,7 @@ fn spawn_readers(mut control_rx: quinn::RecvStream, r: Readers) -> Vec<JoinHandl
                 // Bounded by the transport's max_concurrent_bidi_streams; each
                 // task ends with its stream or the connection.
                 tokio::spawn(async move {
-                    let result = async {
-                        let kind = frame::read_header(&mut recv, Channel::Bulk).await?;
-                        if kind != StreamKind::Bulk {
-                            return Err(NetError::Protocol(format!(
-                                "a bidirectional stream after the control stream claims to be a {kind:?} stream"
-                            )));
-                        }
-                        let Some(bytes) = bulk::receive(send, &mut recv, &receiver).await? else {
-                            return Ok(()); // it continues on a newer connection
-                        };
-                        let msg = frame::decode(Channel::Bulk, &bytes, &limits)?;
-                        drop(bytes);
-                        let _ = tx.send(Ok((Channel::Bulk, msg))).await;
-                        Ok(())
-                    }
-                    .await;
+                    let result = read_bidi(send, &mut recv, &receiver, &limits, &tx).await;
                     if let Err(e) = result {
                         stream_failed(&connection, &tx, &fault, e).await;
                     }
@@ -292,16 +317,7 @@ fn spawn_readers(mut control_rx: quinn::RecvStream, r: Readers) -> Vec<JoinHandl
             // Bounded by the transport's max_concurrent_uni_streams; each task
             // ends with its stream or the connection.
             tokio::spawn(async move {
-                let result = async {
-                    let kind = frame::read_header(&mut recv, Channel::Bulk).await?;
-                    if kind == StreamKind::Control {
-                        return Err(NetError::Protocol(
-                            "a unidirectional stream claims to be the control stream".into(),
-                        ));
-                    }
-                    read_stream(&mut recv, kind.channel(), &limits, &tx, &counters).await
-                }
-                .await;
+                let result = read_uni(&mut recv, &limits, &tx, &counters).await;
                 if let Err(e) = result {
                     stream_failed(&connection, &tx, &fault, e).await;
                 }

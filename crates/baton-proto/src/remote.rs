@@ -890,19 +890,7 @@ impl RemoteStub {
 
     /// Derives everything that follows from the current facts.
     fn update(&mut self, now: Time) {
-        if let Some((point, _, _)) = self.core.divergence {
-            self.core.stop();
-            if !self.error_sent {
-                self.error_sent = true;
-                if let Some(session) = self.core.live_session() {
-                    let text = format!("divergence at point {point}");
-                    self.core.send(Message::Error(ErrorMsg {
-                        session,
-                        code: ErrorCode::Divergence,
-                        text,
-                    }));
-                }
-            }
+        if self.stopped_by_divergence() {
             return;
         }
         // Timers: every expired deadline is taken here, handled or not.
@@ -925,6 +913,44 @@ impl RemoteStub {
         }
 
         let live = self.core.live();
+        self.steer_executor(now, live);
+
+        if live {
+            self.ship();
+            self.send_outputs(now, false);
+            if let Some(p) = self.deferred.take() {
+                self.consider(now, p);
+            }
+            if self.summary_dirty || fired.has(Timer::Heartbeat) {
+                self.send_heartbeat(now);
+            }
+        }
+    }
+
+    /// A divergence stops everything: the executor, and (once) a word to
+    /// the peer. Returns whether there was one.
+    fn stopped_by_divergence(&mut self) -> bool {
+        let Some((point, _, _)) = self.core.divergence else {
+            return false;
+        };
+        self.core.stop();
+        if !self.error_sent {
+            self.error_sent = true;
+            if let Some(session) = self.core.live_session() {
+                let text = format!("divergence at point {point}");
+                self.core.send(Message::Error(ErrorMsg {
+                    session,
+                    code: ErrorCode::Divergence,
+                    text,
+                }));
+            }
+        }
+        true
+    }
+
+    /// Runs, continues or stops this side's executor as the agreement (or,
+    /// without a session, responsibility) says.
+    fn steer_executor(&mut self, now: Time, live: bool) {
         let over = self.handed_back || self.finished.is_some() || self.finish_requested.is_some();
         let asg = self.agreed.assignment;
         let in_agreement = asg.executor == Side::Remote
@@ -976,17 +1002,6 @@ impl RemoteStub {
                         self.summary_dirty = true;
                     }
                 }
-            }
-        }
-
-        if live {
-            self.ship();
-            self.send_outputs(now, false);
-            if let Some(p) = self.deferred.take() {
-                self.consider(now, p);
-            }
-            if self.summary_dirty || fired.has(Timer::Heartbeat) {
-                self.send_heartbeat(now);
             }
         }
     }
