@@ -17,7 +17,7 @@ use baton_task::State;
 
 use super::Shared;
 use crate::spec::AgentSettings;
-use crate::store::fs::{lock_dir, write_atomic, LockError};
+use crate::store::fs::{lock_dir, replace_quietly, write_atomic, LockError};
 use crate::store::log::{StoreError, TaskLog};
 
 /// Takes the data dir's lock: one agent (or `baton agent gc`) at a time.
@@ -182,9 +182,9 @@ pub(super) async fn write_status(shared: Arc<Shared>, base: AgentStatus) {
             .sort_by(|a, b| (&a.client, &a.task).cmp(&(&b.client, &b.task)));
         if let Ok(text) = serde_json::to_vec_pretty(&st) {
             let p = path.clone();
-            // The same atomic write as every other file; off the async
-            // threads, as it syncs.
-            match tokio::task::spawn_blocking(move || write_atomic(&p, &text)).await {
+            // Rewritten every second and read only by `baton inspect`: no
+            // fsync (off the async threads all the same).
+            match tokio::task::spawn_blocking(move || replace_quietly(&p, &text)).await {
                 Ok(Err(e)) => tracing::debug!(error = %e, "cannot write the status file"),
                 Err(e) => tracing::debug!(error = %e, "cannot write the status file"),
                 Ok(Ok(())) => {}

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use baton_net::NetConfig;
-use baton_proto::policy::{Migrate, Responsible};
+use baton_proto::policy::{Migrate, ModePolicy, Responsible};
 use baton_proto::{Agreement, Assignment, Epoch, LocalConfig, LocalRecord, Side, StateRef};
 use baton_task::wasi::{OutStream, OutputSink};
 use baton_task::{Engine, Program, Task};
@@ -91,11 +91,12 @@ fn keep_for(spec: &TaskSpec, journaled: bool, events: &EventLog) -> Keep {
 /// here), journaled with its first state so that a crash before the first
 /// point still resumes.
 fn first_record(spec: &TaskSpec, initial: StateRef) -> Vec<u8> {
-    let mode = spec.local_config(&[], Default::default());
+    // The mode the local stub starts with (LocalStub::new chooses the same).
+    let mode = spec.policy.mode.choose(Side::Local, Side::Local);
     LocalRecord {
         agreement: Agreement {
             epoch: Epoch(0),
-            assignment: Assignment::local(mode.mode.choose(Side::Local, Side::Local)),
+            assignment: Assignment::local(mode),
             anchor: Some(initial),
         },
         takeover: false,

@@ -343,6 +343,14 @@ mod tests {
         StateRef::new(baton_proto::Point(n), baton_proto::Digest([n as u8; 32]))
     }
 
+    /// An event log that only hands its events to the returned receiver.
+    fn observed() -> (EventLog, tokio::sync::mpsc::UnboundedReceiver<(u64, Event)>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut events = EventLog::none(Instant::now());
+        events.observe(tx);
+        (events, rx)
+    }
+
     fn logged(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(u64, Event)>) -> Vec<u64> {
         let mut out = Vec::new();
         while let Ok((_, e)) = rx.try_recv() {
@@ -355,9 +363,7 @@ mod tests {
 
     #[test]
     fn a_point_is_logged_only_once_it_is_journaled() {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut events = EventLog::none(Instant::now());
-        events.observe(tx);
+        let (mut events, mut rx) = observed();
         let console = Console::global().clone();
         let mut shown = Shown::new(
             &mut events,
@@ -400,9 +406,7 @@ mod tests {
 
     #[test]
     fn unknown_digests_are_not_logged_and_thinned_points_keep_the_last() {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut events = EventLog::none(Instant::now());
-        events.observe(tx);
+        let (mut events, mut rx) = observed();
         let console = Console::global().clone();
         let mut shown = Shown::new(
             &mut events,

@@ -2,10 +2,12 @@
 //!
 //! Owns [`write_atomic`] (temporary file, fsync, rename, fsync of the
 //! directory: after a crash the file is the old one or the new one, never
-//! a mix), [`sync_dir`] and [`lock_dir`] (an advisory `flock` on
-//! `<dir>/lock`, held for as long as the returned file lives). Every
-//! journal, task directory, data dir and cache file goes through these, so
-//! they all make the same promise. It must not know what the files mean.
+//! a mix), [`replace_quietly`] (the same without the fsyncs, for files
+//! nothing relies on after a crash), [`sync_dir`] and [`lock_dir`] (an
+//! advisory `flock` on `<dir>/lock`, held for as long as the returned file
+//! lives). Every journal, task directory, data dir and cache file goes
+//! through these, so each kind of file makes one promise wherever it is
+//! written. It must not know what the files mean.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -42,6 +44,20 @@ pub fn fs_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error
 /// [`FsError`] naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Replaces `path` with `bytes` atomically (readers see the old file or the
+/// new one) but without fsync: for a file rewritten every second that
+/// nothing relies on after a crash (an agent's `status.json`), where
+/// forcing the disk each time would only cost.
+///
+/// # Errors
+///
+/// [`FsError`] naming the file.
+pub fn replace_quietly(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(fs_err("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(fs_err("rename into", path))
 }
 
 /// [`write_atomic`] for contents written piece by piece by `write` (through
