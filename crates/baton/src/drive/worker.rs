@@ -19,7 +19,7 @@ use baton_proto::{
     Action, Checkpoint, Digest, ExecutorEvent, PersistRequest, Point, Record, StateRef,
 };
 use baton_task::wasi::Preopen;
-use baton_task::{Program, State};
+use baton_task::Program;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::drive::exec::{ExecCore, ExecError, FinishReport, Written};
@@ -57,8 +57,6 @@ pub enum Cmd {
     /// The output through this point was shown to the user (noted in the
     /// durable log, if any, in order with the writes).
     Delivered(Point),
-    /// Hands over the newest stored state (a copy of it).
-    Stored(oneshot::Sender<Option<(StateRef, State)>>),
     /// Writes the task's files back from the final state.
     Finish {
         /// The final state.
@@ -273,13 +271,6 @@ impl Worker {
         });
         rx.await.unwrap_or(Err(ExecError::Missing(state)))
     }
-
-    /// The newest stored state.
-    pub async fn stored(&self) -> Option<(StateRef, State)> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Stored(tx));
-        rx.await.ok().flatten()
-    }
 }
 
 fn run(core: &mut ExecCore, durable: Option<&mut Durable>, cmd: Cmd) -> Option<Done> {
@@ -303,10 +294,6 @@ fn run(core: &mut ExecCore, durable: Option<&mut Durable>, cmd: Cmd) -> Option<D
             },
             Err(error) => Done::PersistFailed { error },
         }),
-        Cmd::Stored(reply) => {
-            let _ = reply.send(core.stored().map(|(r, s)| (r, s.clone())));
-            None
-        }
         Cmd::Finish {
             state,
             preopens,
@@ -380,7 +367,7 @@ fn persist(
                 .map_err(|e| e.to_string())
                 .and_then(|full| {
                     d.log
-                        .compact_encoded(&full, &record, keep)
+                        .compact(&full, &record, keep)
                         .map_err(|e| e.to_string())
                 });
             if let Err(e) = compacted {

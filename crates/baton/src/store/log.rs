@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use baton_proto::{Blob, OutputChunk, Point, StateRef};
-use baton_task::checkpoint::{self, CheckpointError, Decoded};
+use baton_task::checkpoint::{self, Decoded};
 use baton_task::State;
 
 use crate::drive::exec::wire_digest;
@@ -79,9 +79,6 @@ pub enum StoreError {
         /// The error.
         source: io::Error,
     },
-    /// A checkpoint could not be encoded for compaction.
-    #[error("cannot encode the state: {0}")]
-    Encode(#[from] CheckpointError),
     /// A file operation failed.
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -396,30 +393,15 @@ impl TaskLog {
         self.len > COMPACT_MIN.max(self.full_len.saturating_mul(COMPACT_FACTOR))
     }
 
-    /// Rewrites the log as `state` in full, the outputs after point
-    /// `keep_after` and `record` (atomically: a crash leaves the old log or
-    /// the new one).
-    ///
-    /// # Errors
-    ///
-    /// Encoding or writing failed; the old log is then still in place.
-    pub fn compact(
-        &mut self,
-        state: &State,
-        record: &[u8],
-        keep_after: Point,
-    ) -> Result<(), StoreError> {
-        let cp = checkpoint::encode_full(state)?;
-        self.compact_encoded(&cp.bytes, record, keep_after)
-    }
-
-    /// [`Self::compact`] with the state already encoded as a full
-    /// checkpoint (by a live task, which then takes it as its delta base).
+    /// Rewrites the log as `full` (a full checkpoint of the newest state:
+    /// from a live task, which then takes it as its delta base, or encoded
+    /// from the store), the outputs after point `keep_after` and `record`
+    /// (atomically: a crash leaves the old log or the new one).
     ///
     /// # Errors
     ///
     /// Writing failed; the old log is then still in place.
-    pub fn compact_encoded(
+    pub fn compact(
         &mut self,
         full: &[u8],
         record: &[u8],
@@ -690,7 +672,8 @@ mod tests {
         let (r, state) = rec.state.unwrap();
         log.append(b"r5", None, &[out(3), out(4)]).unwrap();
         log.append_delivered(Point(3)).unwrap();
-        log.compact(&state, b"compacted", Point(3)).unwrap();
+        let full = checkpoint::encode_full(&state).unwrap().bytes;
+        log.compact(&full, b"compacted", Point(3)).unwrap();
         drop(log);
         let (_, rec) = TaskLog::open(dir.path(), &limits()).unwrap();
         assert_eq!(rec.record.as_deref(), Some(&b"compacted"[..]));
