@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! magic     8 bytes  "BATONCKP"
-//! version   u16      1
+//! version   u16      2 (1 had no saved call stack in the host state)
 //! kind      u8       1 = full, 2 = delta
 //! reserved  u8       0
 //! hlen      u32      length of the header (at most 16 MiB)
@@ -42,7 +42,7 @@ use crate::state::{
 use crate::wasi::HostState;
 
 const MAGIC: &[u8; 8] = b"BATONCKP";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const PREAMBLE: usize = 8 + 2 + 1 + 1 + 4;
 const TRAILER: usize = 4;
 /// Pages per compressed group.

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use wasmtime::{Config, InstancePre, Linker, OptLevel, Strategy};
 
+use crate::codecache::{CodeCache, CodeSource};
 use crate::digest::Digest;
-use crate::module::{self, ModuleError, PreparedModule, Shape};
+use crate::module::{self, ModuleError, Points, PreparedModule, Shape};
+use crate::points::PointClock;
 use crate::task::StoreData;
 use crate::wasi;
 use crate::TaskError;
@@ -22,6 +24,18 @@ use crate::TaskError;
 /// How often the epoch ticker advances the engine's epoch; the resolution
 /// of `--max-step-time`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Most native stack a task's wasm may use: four times wasmtime's default
+/// (512 KiB), and as much as this wasmtime allows without async support.
+/// A suspendable command's frames are larger than the original's (about
+/// three times, measured with `examples/recurse.wasm`), and a program must
+/// not run out of stack under baton where it did not under wasmtime.
+pub const MAX_WASM_STACK: usize = 2 << 20;
+
+/// Native stack size a thread that runs tasks must have: [`MAX_WASM_STACK`]
+/// and room for the host. A smaller stack turns deep recursion into a
+/// crash instead of a trap.
+pub const TASK_THREAD_STACK: usize = 8 << 20;
 
 /// A wasmtime engine set up for baton tasks, with its epoch ticker.
 ///
@@ -47,6 +61,8 @@ struct Inner {
     full_canonicalisation: Flavor,
     interruptible: bool,
     stop: Arc<AtomicBool>,
+    points: Arc<PointClock>,
+    cache: Option<CodeCache>,
 }
 
 impl Drop for Inner {
@@ -62,16 +78,37 @@ fn flavor(nan_canonicalisation: bool, interruptible: bool) -> Result<Flavor, Tas
         .cranelift_opt_level(OptLevel::Speed)
         .cranelift_nan_canonicalization(nan_canonicalisation)
         .epoch_interruption(interruptible)
+        .max_wasm_stack(MAX_WASM_STACK)
+        // The suspend transform marks its checks' rare side as cold.
+        .wasm_branch_hinting(true)
         // Threads are compiled out of this wasmtime (no `threads` feature);
         // the rest are turned off explicitly.
-        .wasm_multi_memory(false)
+        // The suspend transform adds a second memory for saved frames; a
+        // user's module with several memories is still refused when it is
+        // prepared. Memories never move, so a point can be asked for through
+        // a pointer to the frame memory from another thread.
+        .wasm_multi_memory(true)
+        .memory_may_move(false)
         .wasm_memory64(false)
         .wasm_gc(false);
+    // For profiling with `perf`: names compiled functions in /tmp/perf-PID.map.
+    if std::env::var_os("BATON_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = wasmtime::Engine::new(&config).map_err(|e| TaskError::Engine(format!("{e:#}")))?;
     let mut linker = Linker::new(&engine);
     wasi::add_to_linker(&mut linker, |d: &mut StoreData| &mut d.host)
         .map_err(|e| TaskError::Engine(format!("{e:#}")))?;
     Ok(Flavor { engine, linker })
+}
+
+/// The code cache engines use: [`CodeCache::default_dir`], unless
+/// `BATON_CACHE_DIR` is `off`.
+fn code_cache() -> Option<CodeCache> {
+    if std::env::var_os("BATON_CACHE_DIR").is_some_and(|v| v == "off") {
+        return None;
+    }
+    CodeCache::default_dir().map(CodeCache::new)
 }
 
 impl Engine {
@@ -120,9 +157,15 @@ impl Engine {
                 rewritten,
                 full_canonicalisation,
                 interruptible: step_limits,
+                points: PointClock::new(stop.clone()),
+                cache: code_cache(),
                 stop,
             }),
         })
+    }
+
+    pub(crate) fn point_clock(&self) -> &Arc<PointClock> {
+        &self.inner.points
     }
 
     /// Whether tasks on this engine can have a `max_step_time`.
@@ -137,14 +180,41 @@ impl Engine {
     /// [`TaskError::Module`] naming what is wrong with the module, or
     /// [`TaskError::Compile`] if compilation fails.
     pub fn load(&self, bytes: &[u8]) -> Result<Program, TaskError> {
-        let prepared = module::prepare(bytes, wasi::PROVIDED)?;
+        self.load_with(bytes, true)
+    }
+
+    /// As [`Engine::load`]; with `suspend` false, a command is not made
+    /// suspendable: it runs as one step, without the transform's checks.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::load`].
+    pub fn load_with(&self, bytes: &[u8], suspend: bool) -> Result<Program, TaskError> {
+        let started = std::time::Instant::now();
+        let prepared = module::prepare_with(bytes, wasi::PROVIDED, suspend)?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            points = ?prepared.points(),
+            "module prepared"
+        );
+        let started = std::time::Instant::now();
         let flavor = if prepared.full_nan_canonicalisation() {
             &self.inner.full_canonicalisation
         } else {
             &self.inner.rewritten
         };
-        let module = wasmtime::Module::new(&flavor.engine, prepared.bytes())
-            .map_err(|e| TaskError::Compile(format!("{e:#}")))?;
+        let (module, source) = match &self.inner.cache {
+            Some(cache) => cache.load_or_compile(&flavor.engine, prepared.bytes())?,
+            None => (
+                CodeCache::compile_uncached(&flavor.engine, prepared.bytes())?,
+                CodeSource::Compiled,
+            ),
+        };
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            ?source,
+            "module compiled"
+        );
         // Resolves every import against the host now, so that a WASI
         // function imported with the wrong type is rejected at load time.
         let pre = flavor
@@ -184,6 +254,11 @@ impl Program {
     /// The task shape.
     pub fn shape(&self) -> Shape {
         self.inner.prepared.shape()
+    }
+
+    /// Where the program's points can fall.
+    pub fn points(&self) -> &Points {
+        self.inner.prepared.points()
     }
 
     pub(crate) fn prepared(&self) -> &PreparedModule {

@@ -46,24 +46,30 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate does no networking and keeps no files of its own: what to do
-//! with checkpoints is the caller's business.
+//! This crate does no networking and keeps only one kind of file of its
+//! own, compiled code in the [`CodeCache`] directory; what to do with
+//! checkpoints is the caller's business.
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod checkpoint;
+mod codecache;
 pub mod digest;
 mod engine;
 mod error;
 pub mod module;
 mod nan;
+mod points;
 pub mod state;
+pub mod suspend;
 mod task;
 pub mod wasi;
 
 pub use checkpoint::Checkpoint;
+pub use codecache::{CacheError, CodeCache, CodeSource};
 pub use digest::Digest;
-pub use engine::{Engine, Program, EPOCH_TICK};
+pub use engine::{Engine, Program, EPOCH_TICK, MAX_WASM_STACK, TASK_THREAD_STACK};
 pub use error::TaskError;
+pub use points::PointRequest;
 pub use state::State;
-pub use task::{Limits, StepOutcome, Task, TaskConfig};
+pub use task::{Limits, StepOutcome, Task, TaskConfig, DEFAULT_POINT_EVERY};

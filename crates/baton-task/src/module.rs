@@ -31,6 +31,10 @@ pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 /// not export names of its own that start with it.
 pub const GLOBAL_EXPORT_PREFIX: &str = "__baton_global_";
 
+/// Prefix of every export name baton adds; a module may not export names of
+/// its own that start with it.
+pub const RESERVED_EXPORT_PREFIX: &str = "__baton_";
+
 /// Largest module accepted, in bytes. Modules are held in memory and sent
 /// over the network; anything this large is almost certainly a mistake.
 pub const MAX_MODULE_BYTES: usize = 256 * 1024 * 1024;
@@ -43,8 +47,30 @@ pub enum Shape {
         /// Whether the module exports `_initialize`, called once at creation.
         has_initialize: bool,
     },
-    /// An ordinary WASI command (`_start`): it runs as a single step.
+    /// An ordinary WASI command (`_start`): made suspendable when the
+    /// transform can handle it (see [`PreparedModule::points`]), else run as
+    /// a single step.
     Command,
+}
+
+/// Where a prepared module's points can fall.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Points {
+    /// A step task: between steps.
+    Steps,
+    /// A command made suspendable ([`crate::suspend`]): anywhere a host call
+    /// returns, at function entries and at loop headers.
+    Anywhere {
+        /// Places in the code a point can be taken at or resumed from.
+        sites: usize,
+        /// Functions instrumented.
+        instrumented: usize,
+        /// Functions the module defines.
+        functions: usize,
+    },
+    /// A command the transform cannot handle: it runs as one step, and this
+    /// says why.
+    OneStep(String),
 }
 
 /// The value type of a captured global.
@@ -81,6 +107,7 @@ pub struct PreparedModule {
     bytes: Vec<u8>,
     globals: Vec<CapturedGlobal>,
     full_nan_canonicalisation: bool,
+    points: Points,
 }
 
 impl PreparedModule {
@@ -111,6 +138,11 @@ impl PreparedModule {
     /// The mutable globals captured as state, in index order.
     pub fn globals(&self) -> &[CapturedGlobal] {
         &self.globals
+    }
+
+    /// Where the module's points can fall.
+    pub fn points(&self) -> &Points {
+        &self.points
     }
 }
 
@@ -183,6 +215,20 @@ pub enum ModuleError {
 ///
 /// A [`ModuleError`] naming the first problem found.
 pub fn prepare(bytes: &[u8], provided: &[&str]) -> Result<PreparedModule, ModuleError> {
+    prepare_with(bytes, provided, true)
+}
+
+/// As [`prepare`]; with `suspend` false, a command is not made suspendable
+/// and runs as one step ([`Points::OneStep`]).
+///
+/// # Errors
+///
+/// As [`prepare`].
+pub fn prepare_with(
+    bytes: &[u8],
+    provided: &[&str],
+    suspend: bool,
+) -> Result<PreparedModule, ModuleError> {
     if bytes.len() > MAX_MODULE_BYTES {
         return Err(ModuleError::TooLarge {
             size: bytes.len(),
@@ -208,13 +254,31 @@ pub fn prepare(bytes: &[u8], provided: &[&str]) -> Result<PreparedModule, Module
 
     let scan = Scan::run(bytes, provided)?;
     let shape = scan.shape()?;
-    let rewritten = scan.rewrite(bytes)?;
+    let mut rewritten = scan.rewrite(bytes)?;
+    let mut points = Points::Steps;
+    if shape == Shape::Command && !suspend {
+        points = Points::OneStep("points were turned off".to_string());
+    } else if shape == Shape::Command {
+        let may_suspend = |module: &str, name: &str| module == WASI_MODULE && name != "proc_exit";
+        points = match crate::suspend::transform(&rewritten, &may_suspend) {
+            Ok(done) => {
+                rewritten = done.bytes;
+                Points::Anywhere {
+                    sites: done.sites,
+                    instrumented: done.instrumented,
+                    functions: done.functions,
+                }
+            }
+            Err(refusal) => Points::OneStep(refusal.to_string()),
+        };
+    }
     Ok(PreparedModule {
         digest: Digest::of(bytes),
         shape,
         bytes: rewritten,
         full_nan_canonicalisation: scan.simd_float,
         globals: scan.captured,
+        points,
     })
 }
 
@@ -285,7 +349,7 @@ impl Scan {
                 Payload::ExportSection(reader) => {
                     for export in reader {
                         let export = export.map_err(invalid)?;
-                        if export.name.starts_with(GLOBAL_EXPORT_PREFIX) {
+                        if export.name.starts_with(RESERVED_EXPORT_PREFIX) {
                             return Err(ModuleError::Unsupported(format!(
                                 "the reserved export name `{}`",
                                 export.name
@@ -515,7 +579,7 @@ fn uncapturable(op: &Operator<'_>) -> Option<&'static str> {
 
 /// The id and byte range (contents, without id and size) of a section
 /// payload; `None` for payloads that are not whole sections.
-fn section_of(payload: &Payload<'_>) -> Option<(u8, Range<usize>)> {
+pub(crate) fn section_of(payload: &Payload<'_>) -> Option<(u8, Range<usize>)> {
     let (id, range) = match payload {
         // Custom sections are re-emitted from their raw range too, which
         // keeps the `name` section and so function names in backtraces.

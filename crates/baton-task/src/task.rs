@@ -19,9 +19,12 @@ use wasmtime::{
 use crate::checkpoint::{self, Checkpoint, Kind};
 use crate::digest::Digest;
 use crate::engine::{Engine, Program, EPOCH_TICK};
-use crate::module::{GlobalKind, Shape};
+use crate::module::{GlobalKind, Points, Shape};
+use crate::points::PointRequest;
 use crate::state::{canonical_digest, GlobalValue, State, Tracker, PAGE_SIZE};
+use crate::suspend::{self, FRAMES, REWINDING, STATE, TOP, UNWINDING};
 use crate::wasi::{ClockMode, Host, HostConfig, HostState, OutputSink, ProcExit};
+use crate::wasi::{HostError, Suspend, Unwound};
 use crate::TaskError;
 
 /// Resource limits of one task.
@@ -33,14 +36,23 @@ pub struct Limits {
     /// Longest a single step may run before it is stopped; `None` for no
     /// limit. Enforced with a resolution of about 10 ms.
     pub max_step_time: Option<Duration>,
+    /// How long a suspendable command runs before it takes a point of its
+    /// own accord ([`crate::suspend`]); step tasks ignore it.
+    pub point_every: Duration,
 }
 
+/// The default of [`Limits::point_every`]: often enough that a failover
+/// loses little, rarely enough that points cost little.
+pub const DEFAULT_POINT_EVERY: Duration = Duration::from_millis(100);
+
 impl Default for Limits {
-    /// 4 GiB of memory (all of wasm32), no step time limit.
+    /// 4 GiB of memory (all of wasm32), no step time limit, a point every
+    /// [`DEFAULT_POINT_EVERY`].
     fn default() -> Limits {
         Limits {
             max_memory: 4 * 1024 * 1024 * 1024,
             max_step_time: None,
+            point_every: DEFAULT_POINT_EVERY,
         }
     }
 }
@@ -135,6 +147,17 @@ pub struct Task {
     /// The digest and encoded host state at the point the tracker was last
     /// synchronised, so that asking twice at one point costs nothing.
     synced: Option<Synced>,
+    /// The frame memory of a suspendable command, and the handle that asks
+    /// it for points.
+    suspend: Option<(Memory, PointRequest)>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some((_, request)) = &self.suspend {
+            request.detach();
+        }
+    }
 }
 
 struct Synced {
@@ -345,6 +368,28 @@ impl Task {
             Shape::Step { .. } => Entry::Step(typed(&instance, &mut store, "baton_step")?),
             Shape::Command => Entry::Start(typed(&instance, &mut store, "_start")?),
         };
+        let mut suspend = None;
+        if let Points::Anywhere { .. } = program.prepared().points() {
+            let frames = instance
+                .get_memory(&mut store, suspend::MEMORY_EXPORT)
+                .ok_or_else(|| TaskError::Instantiate("no frame memory".to_string()))?;
+            let request = PointRequest::new(
+                frames
+                    .data_ptr(&store)
+                    .wrapping_add(suspend::REQUEST as usize),
+            );
+            engine.point_clock().watch(&request);
+            let state = instance
+                .get_global(&mut store, suspend::STATE_EXPORT)
+                .ok_or_else(|| TaskError::Instantiate("no state global".to_string()))?;
+            store.data_mut().host.suspend = Some(Suspend {
+                frames,
+                state,
+                resume: None,
+                stash: None,
+            });
+            suspend = Some((frames, request));
+        }
         Ok(Task {
             store,
             instance,
@@ -359,6 +404,7 @@ impl Task {
             failed: false,
             tracker: Tracker::default(),
             synced: None,
+            suspend,
         })
     }
 
@@ -393,7 +439,10 @@ impl Task {
         self.arm_deadline();
         let result = match &self.entry {
             Entry::Step(f) => f.call(&mut self.store, ()).map(|r| r != 0),
-            Entry::Start(f) => f.call(&mut self.store, ()).map(|()| false),
+            Entry::Start(f) => {
+                let f = f.clone();
+                self.run_start(f)
+            }
         };
         match result {
             Ok(true) => {
@@ -416,6 +465,84 @@ impl Task {
                 Err(self.classify(e))
             }
         }
+    }
+
+    /// Runs `_start` until it returns (`Ok(false)`) or, for a suspendable
+    /// command, until it unwinds at a point (`Ok(true)`): first rewinding
+    /// the stack it was suspended with, if any.
+    fn run_start(&mut self, f: TypedFunc<(), ()>) -> wasmtime::Result<bool> {
+        let Some((frames, request)) = self.suspend.clone() else {
+            return f.call(&mut self.store, ()).map(|()| false);
+        };
+        let unwound = self.store.data_mut().host.state.take_unwound();
+        let saved = unwound.as_ref().map_or(&[][..], |u| &u.frames[..]);
+        let end = FRAMES as usize + saved.len();
+        let have = frames.data_size(&self.store);
+        if end > have {
+            let pages = (end - have).div_ceil(crate::state::WASM_PAGE_SIZE) as u64;
+            frames.grow(&mut self.store, pages)?;
+        }
+        let bytes = frames.data_mut(&mut self.store);
+        bytes[FRAMES as usize..end].copy_from_slice(saved);
+        let top = TOP as usize;
+        bytes[top..top + 4].copy_from_slice(&(end as u32).to_le_bytes());
+        let rewinding = unwound.is_some();
+        let first = if rewinding { REWINDING } else { 0 };
+        bytes[STATE as usize] = first;
+        let state_global = self.store.data().host.suspend.as_ref().map(|s| s.state);
+        if let Some(g) = state_global {
+            g.set(&mut self.store, Val::I32(i32::from(first)))?;
+        }
+        if let Some(s) = self.store.data_mut().host.suspend.as_mut() {
+            s.resume = unwound.as_ref().and_then(|u| u.result);
+            s.stash = None;
+        }
+        request.schedule(Some(std::time::Instant::now() + self.limits.point_every));
+        let result = f.call(&mut self.store, ());
+        request.schedule(None);
+        if let Some(g) = state_global {
+            g.set(&mut self.store, Val::I32(0))?;
+        }
+        let bytes = frames.data_mut(&mut self.store);
+        let state = bytes[STATE as usize];
+        bytes[STATE as usize] = 0;
+        match (result, state) {
+            (Ok(()), UNWINDING) => {
+                let top = u32::from_le_bytes([
+                    bytes[top],
+                    bytes[top + 1],
+                    bytes[top + 2],
+                    bytes[top + 3],
+                ]);
+                let saved = bytes
+                    .get(FRAMES as usize..top as usize)
+                    .ok_or_else(|| {
+                        wasmtime::Error::new(HostError::Corrupt("unwound past the frame memory"))
+                    })?
+                    .to_vec();
+                let data = self.store.data_mut();
+                let result = data.host.suspend.as_mut().and_then(|s| s.stash.take());
+                data.host.state.set_unwound(Some(Unwound {
+                    frames: saved,
+                    result,
+                }));
+                Ok(true)
+            }
+            (Ok(()), REWINDING) => Err(wasmtime::Error::new(HostError::Corrupt(
+                "the saved call stack does not match the program",
+            ))),
+            (Err(e), REWINDING) if rewinding => Err(e.context(HostError::Corrupt(
+                "the saved call stack does not match the program",
+            ))),
+            (other, _) => other.map(|()| false),
+        }
+    }
+
+    /// A handle that asks this task for a point from any thread, for a
+    /// suspendable command; `None` for other tasks (whose points come at
+    /// every step).
+    pub fn point_request(&self) -> Option<PointRequest> {
+        self.suspend.as_ref().map(|(_, r)| r.clone())
     }
 
     /// Turns a wasmtime error from a guest call into a typed error.

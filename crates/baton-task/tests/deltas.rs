@@ -562,8 +562,8 @@ fn bad_preamble_errors() {
     magic[0] = b'X';
     assert!(matches!(decode(&magic), Err(CheckpointError::BadMagic)));
     let mut version = cp.bytes.clone();
-    version[8] = 2;
-    assert!(matches!(decode(&version), Err(CheckpointError::Version(2))));
+    version[8] = 1;
+    assert!(matches!(decode(&version), Err(CheckpointError::Version(1))));
     assert!(matches!(
         decode(b"BATON"),
         Err(CheckpointError::Truncated(5))

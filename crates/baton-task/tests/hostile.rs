@@ -31,6 +31,7 @@ fn memory_limit(bytes: u64) -> Limits {
     Limits {
         max_memory: bytes,
         max_step_time: None,
+        point_every: baton_task::DEFAULT_POINT_EVERY,
     }
 }
 
@@ -378,6 +379,17 @@ fn trap_reports_a_backtrace_with_names() {
 
 #[test]
 fn stack_overflow_is_a_trap() {
+    // Tasks need threads with room for `MAX_WASM_STACK` and the host; the
+    // test harness's threads have 2 MiB.
+    std::thread::Builder::new()
+        .stack_size(baton_task::TASK_THREAD_STACK)
+        .spawn(stack_overflow_cases)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn stack_overflow_cases() {
     for (mode, function) in [("native", "recurse_native"), ("shadow", "recurse_shadow")] {
         let out = Capture::new();
         let mut task = create("hostile/stackbomb", &[mode], Limits::default(), &out);

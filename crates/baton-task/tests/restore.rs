@@ -497,6 +497,7 @@ fn restore_rejects_states_that_do_not_fit() {
     let small = Limits {
         max_memory: WASM_PAGE_SIZE as u64,
         max_step_time: None,
+        point_every: baton_task::DEFAULT_POINT_EVERY,
     };
     match try_restore(&program("countdown"), &state, small) {
         Some(TaskError::MemoryLimit { needed, limit }) => {

@@ -199,6 +199,7 @@ impl Lab {
             .tempdir()
             .context("cannot make a temporary directory")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_stack_size(baton_task::TASK_THREAD_STACK)
             .worker_threads(2)
             .thread_name("agent")
             .enable_all()
@@ -243,6 +244,7 @@ impl Lab {
     ) -> Result<T> {
         let lab = Lab::start(ephemeral)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_stack_size(baton_task::TASK_THREAD_STACK)
             .worker_threads(2)
             .enable_all()
             .build()

@@ -209,6 +209,7 @@ impl TaskSpec {
         Limits {
             max_memory: self.limits.max_memory,
             max_step_time: self.limits.max_step_time_ms.map(Duration::from_millis),
+            ..Limits::default()
         }
     }
 
@@ -318,6 +319,7 @@ impl AgentSettings {
         Limits {
             max_memory: self.max_memory,
             max_step_time: self.max_step_time_ms.map(Duration::from_millis),
+            ..Limits::default()
         }
     }
 

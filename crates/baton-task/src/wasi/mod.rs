@@ -324,8 +324,20 @@ pub struct HostState {
     stdout_len: u64,
     stderr_len: u64,
     exit: Option<i32>,
+    /// A command's call stack as it was unwound at this point
+    /// ([`crate::suspend`]); `None` for step tasks and at a command's start.
+    unwound: Option<Unwound>,
     #[serde(skip)]
     host_dirs: HostDirs,
+}
+
+/// The saved frames of a suspended command, and the result of the host call
+/// it was suspended in (returned to it when it is rewound).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unwound {
+    #[serde(with = "serde_bytes")]
+    pub(crate) frames: Vec<u8>,
+    pub(crate) result: Option<i32>,
 }
 
 impl HostState {
@@ -376,8 +388,22 @@ impl HostState {
             stdout_len: 0,
             stderr_len: 0,
             exit: None,
+            unwound: None,
             host_dirs: HostDirs(cfg.preopens.iter().map(|p| p.host.clone()).collect()),
         })
+    }
+
+    /// The call stack of a command suspended at this point, if any.
+    pub fn unwound(&self) -> Option<&Unwound> {
+        self.unwound.as_ref()
+    }
+
+    pub(crate) fn take_unwound(&mut self) -> Option<Unwound> {
+        self.unwound.take()
+    }
+
+    pub(crate) fn set_unwound(&mut self, unwound: Option<Unwound>) {
+        self.unwound = unwound;
     }
 
     /// `Some(n)` once the task called `proc_exit(n)`.
@@ -492,6 +518,22 @@ pub struct Host {
     /// Receives stdout and stderr as they are written.
     pub sink: Box<dyn OutputSink>,
     wall: Option<WallClock>,
+    /// Unwind/rewind control for a suspendable command (see
+    /// [`crate::suspend`]); `None` otherwise.
+    pub(crate) suspend: Option<Suspend>,
+}
+
+/// What the host calls of a suspendable command need: the frame memory,
+/// and the result a call suspended in returns when it is rewound.
+#[derive(Debug)]
+pub(crate) struct Suspend {
+    pub(crate) frames: wasmtime::Memory,
+    /// The state global, which mirrors the state byte.
+    pub(crate) state: wasmtime::Global,
+    /// Set at the start of a rewind; taken by the host call it ends in.
+    pub(crate) resume: Option<i32>,
+    /// Set by the host call a point is taken in.
+    pub(crate) stash: Option<i32>,
 }
 
 impl std::fmt::Debug for Host {
@@ -512,7 +554,12 @@ impl Host {
             ClockMode::Wall => Some(WallClock::new(state.clock.elapsed_ns)),
             ClockMode::Virtual { .. } => None,
         };
-        Host { state, sink, wall }
+        Host {
+            state,
+            sink,
+            wall,
+            suspend: None,
+        }
     }
 
     /// Whether the clocks are the machine's real ones.

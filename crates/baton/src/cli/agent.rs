@@ -133,6 +133,7 @@ impl AgentArgs {
         };
         let drain = self.drain_timeout;
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_stack_size(baton_task::TASK_THREAD_STACK)
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;

@@ -162,6 +162,7 @@ impl Session<'_> {
     /// unwritable event log, journal or output directory.
     pub fn drive(self) -> Result<Ending> {
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_stack_size(baton_task::TASK_THREAD_STACK)
             .worker_threads(2)
             .enable_all()
             .build()

@@ -1,0 +1,106 @@
+//! Ordinary WASI commands made suspendable: run with points as often as
+//! possible, each point captured, encoded, decoded and continued in a fresh
+//! instance, they give the same output and exit status as one uninterrupted
+//! call of `_start`, and reach many points on the way.
+
+mod support;
+
+use std::time::Duration;
+
+use baton_task::checkpoint::{self, Decoded};
+use baton_task::module::Points;
+use baton_task::{Limits, StepOutcome, Task, TaskConfig};
+use support::{config, engine, program, virtual_clock, Capture};
+
+/// Output, exit status and the number of points of a run that restores
+/// into a fresh instance at every point (`hop`), or just steps.
+fn run(name: &str, config: &TaskConfig, every: Duration, hop: bool) -> (String, String, i32, u64) {
+    let out = Capture::new();
+    let mut cfg = config.clone();
+    cfg.limits.point_every = every;
+    let program = program(name);
+    let mut task = Task::create(engine(), &program, cfg.clone(), out.sink()).unwrap();
+    let mut points = 0;
+    loop {
+        match task
+            .step()
+            .unwrap_or_else(|e| panic!("{name} at point {points}: {e}"))
+        {
+            StepOutcome::Finished(status) => {
+                return (out.stdout_string(), out.stderr_string(), status, points)
+            }
+            StepOutcome::Continue => {
+                points += 1;
+                if hop {
+                    let saved = task.checkpoint().unwrap();
+                    let Decoded::Full(state) =
+                        checkpoint::decode(&saved.bytes, &Default::default()).unwrap()
+                    else {
+                        panic!("a full checkpoint decodes to a state")
+                    };
+                    assert!(state.host.unwound().is_some(), "a point inside _start");
+                    task = Task::restore(
+                        engine(),
+                        &program,
+                        &state,
+                        virtual_clock(),
+                        cfg.limits,
+                        out.sink(),
+                    )
+                    .unwrap();
+                    assert_eq!(task.digest().unwrap(), saved.digest);
+                }
+            }
+        }
+    }
+}
+
+fn same_with_points(name: &'static str, args: &'static [&'static str]) {
+    // Tasks need threads with room for `MAX_WASM_STACK` and the host.
+    std::thread::Builder::new()
+        .stack_size(baton_task::TASK_THREAD_STACK)
+        .spawn(move || same_with_points_here(name, args))
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn same_with_points_here(name: &str, args: &[&str]) {
+    let cfg = config(name, args, 1);
+    assert!(
+        matches!(program(name).points(), Points::Anywhere { .. }),
+        "{name}: {:?}",
+        program(name).points()
+    );
+    let (out, err, status, points) = run(name, &cfg, Duration::from_secs(3600), false);
+    assert_eq!(points, 0, "no point is asked for in an hour");
+    let hopped = run(name, &cfg, Duration::from_millis(1), true);
+    assert_eq!(hopped.0, out, "{name}: stdout");
+    assert_eq!(hopped.1, err, "{name}: stderr");
+    assert_eq!(hopped.2, status, "{name}: status");
+    assert!(hopped.3 >= 5, "{name}: only {} points", hopped.3);
+}
+
+#[test]
+fn deep_recursion_moves_between_instances() {
+    same_with_points("recurse", &["3000", "3000", "300"]);
+}
+
+#[test]
+fn large_frames_move_between_instances() {
+    same_with_points("frames", &[]);
+}
+
+#[test]
+fn a_command_using_args_env_and_output_moves_between_instances() {
+    same_with_points("tally", &["12", "2000000"]);
+}
+
+#[test]
+fn hello_still_runs() {
+    let cfg = config("hello", &[], 1);
+    let (out, _, status, _) = run("hello", &cfg, Duration::from_millis(1), true);
+    assert_eq!(status, 0);
+    assert!(!out.is_empty());
+    let _ = Limits::default();
+}
