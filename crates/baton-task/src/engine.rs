@@ -16,7 +16,6 @@ use wasmtime::{Config, InstancePre, Linker, OptLevel, Strategy};
 use crate::codecache::{CodeCache, CodeSource};
 use crate::digest::Digest;
 use crate::module::{self, ModuleError, Points, PreparedModule, Shape};
-use crate::points::PointClock;
 use crate::task::StoreData;
 use crate::wasi;
 use crate::TaskError;
@@ -61,7 +60,6 @@ struct Inner {
     full_canonicalisation: Flavor,
     interruptible: bool,
     stop: Arc<AtomicBool>,
-    points: Arc<PointClock>,
     cache: Option<CodeCache>,
 }
 
@@ -85,10 +83,8 @@ fn flavor(nan_canonicalisation: bool, interruptible: bool) -> Result<Flavor, Tas
         // the rest are turned off explicitly.
         // The suspend transform adds a second memory for saved frames; a
         // user's module with several memories is still refused when it is
-        // prepared. Memories never move, so a point can be asked for through
-        // a pointer to the frame memory from another thread.
+        // prepared.
         .wasm_multi_memory(true)
-        .memory_may_move(false)
         .wasm_memory64(false)
         .wasm_gc(false);
     // For profiling with `perf`: names compiled functions in /tmp/perf-PID.map.
@@ -157,15 +153,10 @@ impl Engine {
                 rewritten,
                 full_canonicalisation,
                 interruptible: step_limits,
-                points: PointClock::new(stop.clone()),
                 cache: code_cache(),
                 stop,
             }),
         })
-    }
-
-    pub(crate) fn point_clock(&self) -> &Arc<PointClock> {
-        &self.inner.points
     }
 
     /// Whether tasks on this engine can have a `max_step_time`.

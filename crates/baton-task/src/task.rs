@@ -20,11 +20,10 @@ use crate::checkpoint::{self, Checkpoint, Kind};
 use crate::digest::Digest;
 use crate::engine::{Engine, Program, EPOCH_TICK};
 use crate::module::{GlobalKind, Points, Shape};
-use crate::points::PointRequest;
 use crate::state::{canonical_digest, GlobalValue, State, Tracker, PAGE_SIZE};
-use crate::suspend::{self, FRAMES, REWINDING, STATE, TOP, UNWINDING};
+use crate::suspend::{self, BUDGET, FRAMES, REWINDING, STATE, TOP, UNWINDING};
 use crate::wasi::{ClockMode, Host, HostConfig, HostState, OutputSink, ProcExit};
-use crate::wasi::{HostError, Suspend, Unwound};
+use crate::wasi::{HostError, Unwound};
 use crate::TaskError;
 
 /// Resource limits of one task.
@@ -147,17 +146,16 @@ pub struct Task {
     /// The digest and encoded host state at the point the tracker was last
     /// synchronised, so that asking twice at one point costs nothing.
     synced: Option<Synced>,
-    /// The frame memory of a suspendable command, and the handle that asks
-    /// it for points.
-    suspend: Option<(Memory, PointRequest)>,
+    /// The frame memory and the state and budget globals of a suspendable
+    /// command.
+    suspend: Option<Suspend>,
 }
 
-impl Drop for Task {
-    fn drop(&mut self) {
-        if let Some((_, request)) = &self.suspend {
-            request.detach();
-        }
-    }
+#[derive(Clone, Copy)]
+struct Suspend {
+    frames: Memory,
+    state: Global,
+    budget: Global,
 }
 
 struct Synced {
@@ -370,25 +368,18 @@ impl Task {
         };
         let mut suspend = None;
         if let Points::Anywhere { .. } = program.prepared().points() {
-            let frames = instance
-                .get_memory(&mut store, suspend::MEMORY_EXPORT)
-                .ok_or_else(|| TaskError::Instantiate("no frame memory".to_string()))?;
-            let request = PointRequest::new(
-                frames
-                    .data_ptr(&store)
-                    .wrapping_add(suspend::REQUEST as usize),
-            );
-            engine.point_clock().watch(&request);
-            let state = instance
-                .get_global(&mut store, suspend::STATE_EXPORT)
-                .ok_or_else(|| TaskError::Instantiate("no state global".to_string()))?;
-            store.data_mut().host.suspend = Some(Suspend {
-                frames,
-                state,
-                resume: None,
-                stash: None,
+            let missing = |what: &str| TaskError::Instantiate(format!("no {what} export"));
+            suspend = Some(Suspend {
+                frames: instance
+                    .get_memory(&mut store, suspend::MEMORY_EXPORT)
+                    .ok_or_else(|| missing(suspend::MEMORY_EXPORT))?,
+                state: instance
+                    .get_global(&mut store, suspend::STATE_EXPORT)
+                    .ok_or_else(|| missing(suspend::STATE_EXPORT))?,
+                budget: instance
+                    .get_global(&mut store, suspend::BUDGET_EXPORT)
+                    .ok_or_else(|| missing(suspend::BUDGET_EXPORT))?,
             });
-            suspend = Some((frames, request));
         }
         Ok(Task {
             store,
@@ -471,7 +462,12 @@ impl Task {
     /// command, until it unwinds at a point (`Ok(true)`): first rewinding
     /// the stack it was suspended with, if any.
     fn run_start(&mut self, f: TypedFunc<(), ()>) -> wasmtime::Result<bool> {
-        let Some((frames, request)) = self.suspend.clone() else {
+        let Some(Suspend {
+            frames,
+            state,
+            budget,
+        }) = self.suspend
+        else {
             return f.call(&mut self.store, ()).map(|()| false);
         };
         let unwound = self.store.data_mut().host.state.take_unwound();
@@ -482,31 +478,30 @@ impl Task {
             let pages = (end - have).div_ceil(crate::state::WASM_PAGE_SIZE) as u64;
             frames.grow(&mut self.store, pages)?;
         }
+        let units = suspend::budget_units(self.limits.point_every);
+        let rewinding = unwound.is_some();
+        let first = if rewinding { REWINDING } else { 0 };
         let bytes = frames.data_mut(&mut self.store);
         bytes[FRAMES as usize..end].copy_from_slice(saved);
         let top = TOP as usize;
         bytes[top..top + 4].copy_from_slice(&(end as u32).to_le_bytes());
-        let rewinding = unwound.is_some();
-        let first = if rewinding { REWINDING } else { 0 };
+        let b = BUDGET as usize;
+        bytes[b..b + 8].copy_from_slice(&units.to_le_bytes());
         bytes[STATE as usize] = first;
-        let state_global = self.store.data().host.suspend.as_ref().map(|s| s.state);
-        if let Some(g) = state_global {
-            g.set(&mut self.store, Val::I32(i32::from(first)))?;
-        }
-        if let Some(s) = self.store.data_mut().host.suspend.as_mut() {
-            s.resume = unwound.as_ref().and_then(|u| u.result);
-            s.stash = None;
-        }
-        request.schedule(Some(std::time::Instant::now() + self.limits.point_every));
+        state.set(&mut self.store, Val::I32(i32::from(first)))?;
+        // While rewinding the budget is spent, so that every entry takes
+        // its rare side; the rewind's end sets it to `units`.
+        budget.set(
+            &mut self.store,
+            Val::I64(if rewinding { -1 } else { units }),
+        )?;
         let result = f.call(&mut self.store, ());
-        request.schedule(None);
-        if let Some(g) = state_global {
-            g.set(&mut self.store, Val::I32(0))?;
-        }
+        state.set(&mut self.store, Val::I32(0))?;
         let bytes = frames.data_mut(&mut self.store);
-        let state = bytes[STATE as usize];
+        let ended = bytes[STATE as usize];
         bytes[STATE as usize] = 0;
-        match (result, state) {
+        let corrupt = || HostError::Corrupt("the saved call stack does not match the program");
+        match (result, ended) {
             (Ok(()), UNWINDING) => {
                 let top = u32::from_le_bytes([
                     bytes[top],
@@ -520,29 +515,17 @@ impl Task {
                         wasmtime::Error::new(HostError::Corrupt("unwound past the frame memory"))
                     })?
                     .to_vec();
-                let data = self.store.data_mut();
-                let result = data.host.suspend.as_mut().and_then(|s| s.stash.take());
-                data.host.state.set_unwound(Some(Unwound {
-                    frames: saved,
-                    result,
-                }));
+                self.store
+                    .data_mut()
+                    .host
+                    .state
+                    .set_unwound(Some(Unwound { frames: saved }));
                 Ok(true)
             }
-            (Ok(()), REWINDING) => Err(wasmtime::Error::new(HostError::Corrupt(
-                "the saved call stack does not match the program",
-            ))),
-            (Err(e), REWINDING) if rewinding => Err(e.context(HostError::Corrupt(
-                "the saved call stack does not match the program",
-            ))),
+            (Ok(()), REWINDING) => Err(wasmtime::Error::new(corrupt())),
+            (Err(e), REWINDING) => Err(e.context(corrupt())),
             (other, _) => other.map(|()| false),
         }
-    }
-
-    /// A handle that asks this task for a point from any thread, for a
-    /// suspendable command; `None` for other tasks (whose points come at
-    /// every step).
-    pub fn point_request(&self) -> Option<PointRequest> {
-        self.suspend.as_ref().map(|(_, r)| r.clone())
     }
 
     /// Turns a wasmtime error from a guest call into a typed error.

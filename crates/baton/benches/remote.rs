@@ -123,6 +123,7 @@ fn write_parked_tasks(
                 max_memory: baton_task::Limits::default().max_memory,
                 max_step_time_ms: None,
                 virtual_clock_start_ns: Some(0),
+                point_every_ms: None,
             },
         };
         let mut log = create_task_dir(&dir, &meta)?;

@@ -140,6 +140,7 @@ impl Part {
             limits: TaskLimits {
                 max_memory: limits.max_memory,
                 max_step_time_ms: None,
+                point_every_ms: None,
             },
             policy: Policy {
                 migrate: self.migrate.clone(),

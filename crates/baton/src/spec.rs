@@ -86,6 +86,19 @@ pub struct TaskLimits {
     pub max_memory: u64,
     /// `--max-step-time` in milliseconds.
     pub max_step_time_ms: Option<u64>,
+    /// `--point-every` in milliseconds (a program without the step ABI);
+    /// `None` for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_every_ms: Option<u64>,
+}
+
+impl TaskLimits {
+    /// How often a program without the step ABI takes a point.
+    pub fn point_every(&self) -> Duration {
+        self.point_every_ms
+            .map(|ms| Duration::from_millis(ms.max(1)))
+            .unwrap_or(baton_task::DEFAULT_POINT_EVERY)
+    }
 }
 
 /// How the run extends onto an agent: when, who is responsible, how state
@@ -209,7 +222,7 @@ impl TaskSpec {
         Limits {
             max_memory: self.limits.max_memory,
             max_step_time: self.limits.max_step_time_ms.map(Duration::from_millis),
-            ..Limits::default()
+            point_every: self.limits.point_every(),
         }
     }
 
@@ -288,6 +301,9 @@ pub struct AgentSettings {
     pub max_step_time_ms: Option<u64>,
     /// `None` for the wall clock, else the virtual clock's start.
     pub virtual_clock_start_ns: Option<u64>,
+    /// `--point-every` in milliseconds; `None` for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_every_ms: Option<u64>,
 }
 
 impl AgentSettings {
@@ -301,6 +317,7 @@ impl AgentSettings {
             Ok(spec) => Ok(AgentSettings {
                 max_memory: spec.limits.max_memory,
                 max_step_time_ms: spec.limits.max_step_time_ms,
+                point_every_ms: spec.limits.point_every_ms,
                 virtual_clock_start_ns: match spec.clock {
                     Clock::Virtual { start_ns } => Some(start_ns),
                     Clock::Wall => None,
@@ -319,7 +336,12 @@ impl AgentSettings {
         Limits {
             max_memory: self.max_memory,
             max_step_time: self.max_step_time_ms.map(Duration::from_millis),
-            ..Limits::default()
+            point_every: TaskLimits {
+                max_memory: self.max_memory,
+                max_step_time_ms: self.max_step_time_ms,
+                point_every_ms: self.point_every_ms,
+            }
+            .point_every(),
         }
     }
 
@@ -376,6 +398,7 @@ mod tests {
             limits: TaskLimits {
                 max_memory: 1 << 20,
                 max_step_time_ms: Some(250),
+                point_every_ms: None,
             },
             policy: Policy {
                 migrate: "after:1500ms".parse().unwrap(),

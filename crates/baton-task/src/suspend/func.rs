@@ -29,7 +29,7 @@ use wasm_encoder::{BlockType as EBlock, Function, Ieee32, Ieee64, Instruction as
 use wasmparser::{FuncValidator, FunctionBody, Operator, ValType, ValidatorResources};
 
 use super::analysis::{invalid, Module, Refusal};
-use super::{Types, FRAMES, REQUEST, REWINDING, STATE, TOP, UNWINDING};
+use super::{Types, BUDGET, FRAMES, REWINDING, STATE, TOP, UNWINDING};
 
 /// Deepest nesting of blocks the transform follows (it recurses).
 const MAX_NESTING: usize = 4000;
@@ -576,6 +576,7 @@ impl<'a> Func<'a, '_> {
         }
         let mut e = Emitter {
             state: self.module.globals,
+            budget: self.module.globals + 1,
             f: Function::new(decl),
             // The function's own label.
             labels: vec![Label::Other],
@@ -643,6 +644,12 @@ impl<'a> Func<'a, '_> {
                     let ins = e.reencode(op.clone())?;
                     e.f.instruction(&ins);
                     if let Some(c) = self.child_at.get(&i) {
+                        // If this function was rewinding, the callee took the
+                        // rewind on and it is over by now (a call may be
+                        // reached without passing a guard, so this is the
+                        // one place that always sees it end).
+                        e.f.instruction(&I::I32Const(0));
+                        e.f.instruction(&I::LocalSet(self.rw_local));
                         let site = self.children[*c].first;
                         e.after_call(site);
                     }
@@ -726,10 +733,18 @@ impl<'a> Func<'a, '_> {
         // Only the entry and loop headers read the control word; a guard
         // inside the function can only be reached rewinding when the entry
         // found the state rewinding and said so in `rw`.
-        let reads_word = guard.entry || guard.point.is_some();
-        if reads_word {
-            e.f.instruction(&I::I32Const(0));
-            e.f.instruction(&I::I32Load(mem1(0, 2)));
+        // The entry and loop headers count the budget (the host makes it
+        // negative while rewinding, so the rare side is taken then too);
+        // a guard inside the function can only be reached rewinding when
+        // the entry found the state rewinding and said so in `rw`.
+        if guard.entry || guard.point.is_some() {
+            e.f.instruction(&I::GlobalGet(e.budget));
+            e.f.instruction(&I::I64Const(1));
+            e.f.instruction(&I::I64Sub);
+            e.f.instruction(&I::GlobalSet(e.budget));
+            e.f.instruction(&I::GlobalGet(e.budget));
+            e.f.instruction(&I::I64Const(0));
+            e.f.instruction(&I::I64LtS);
         } else {
             e.f.instruction(&I::LocalGet(self.rw_local));
         }
@@ -781,11 +796,6 @@ impl<'a> Func<'a, '_> {
                     }
                     e.site_in(self.site_local, first, last);
                     e.open(I::If(EBlock::Empty), Label::Other);
-                    if child.kind == ChildKind::Call {
-                        // The last step: the callee takes the rewind on.
-                        e.f.instruction(&I::I32Const(0));
-                        e.f.instruction(&I::LocalSet(self.rw_local));
-                    }
                     if child.reached {
                         e.f.instruction(&I::Br(e.depth(g)));
                     } else {
@@ -808,15 +818,11 @@ impl<'a> Func<'a, '_> {
         }
         e.f.instruction(&I::Unreachable);
         e.close();
-        // A requested point, at the entry or a loop header.
+        // Not rewinding: the budget ran out, a point here.
         if let Some(p) = guard.point {
-            e.f.instruction(&I::I32Const(0));
-            e.f.instruction(&I::I32Load8U(mem1(u64::from(REQUEST), 0)));
-            e.cold_if();
             e.start_unwind();
             e.f.instruction(&I::I32Const(p as i32));
             e.f.instruction(&I::Br(e.depth(e.save_pos)));
-            e.close();
         }
         e.close();
         Ok(())
@@ -955,6 +961,8 @@ struct Emitter {
     cold: Vec<u32>,
     /// Index of the state global.
     state: u32,
+    /// Index of the budget global.
+    budget: u32,
 }
 
 impl Emitter {
@@ -1038,19 +1046,19 @@ impl Emitter {
         self.f.instruction(&I::I32Store8(mem1(u64::from(STATE), 0)));
         self.f.instruction(&I::I32Const(0));
         self.f.instruction(&I::GlobalSet(self.state));
+        // The step from this point gets its whole budget.
+        self.f.instruction(&I::I32Const(0));
+        self.f.instruction(&I::I64Load(mem1(u64::from(BUDGET), 3)));
+        self.f.instruction(&I::GlobalSet(self.budget));
     }
 
-    /// Sets the state to unwinding and acknowledges the request.
+    /// Sets the state to unwinding.
     fn start_unwind(&mut self) {
         self.f.instruction(&I::I32Const(0));
         self.f.instruction(&I::I32Const(i32::from(UNWINDING)));
         self.f.instruction(&I::I32Store8(mem1(u64::from(STATE), 0)));
         self.f.instruction(&I::I32Const(i32::from(UNWINDING)));
         self.f.instruction(&I::GlobalSet(self.state));
-        self.f.instruction(&I::I32Const(0));
-        self.f.instruction(&I::I32Const(0));
-        self.f
-            .instruction(&I::I32Store8(mem1(u64::from(REQUEST), 0)));
     }
 
     /// After a call that may suspend: if the callee is unwinding, save.

@@ -10,25 +10,28 @@
 //! What the rewritten module has (DESIGN §3):
 //!
 //! - A second memory, exported as [`MEMORY_EXPORT`], that the program cannot
-//!   name. Its first word is the control word: byte [`REQUEST`] is set by the
-//!   host (from any thread) when it wants a point; byte [`STATE`] is
-//!   [`UNWINDING`] or [`REWINDING`] while the stack moves. Word [`TOP`] is the
-//!   end of the saved frames, which start at [`FRAMES`].
+//!   name. Byte [`STATE`] is [`UNWINDING`] or [`REWINDING`] while the stack
+//!   moves (and mirrored in the global [`STATE_EXPORT`]); word [`TOP`] is
+//!   the end of the saved frames, which start at [`FRAMES`]; [`BUDGET`]
+//!   holds the work budget of a step.
+//! - A work counter, the global [`BUDGET_EXPORT`]: points are taken where
+//!   it runs out, so they fall at deterministic places (never where a clock
+//!   or another thread happens to say).
 //! - In every function that can be on the stack at a point ("may suspend":
-//!   see [`analysis`]): a check of the control word at the function's entry
-//!   and at every loop header (where a requested point is taken, and where
-//!   a rewind finds its way back in), and after every call that may suspend
-//!   (which unwinds this frame when the callee did). Every other function is
-//!   left byte for byte as it was.
+//!   see [`analysis`]): at the function's entry and at every loop header, a
+//!   count of the budget, whose rare side takes a point when it runs out and
+//!   is where a rewind finds its way back in; after every call that may
+//!   suspend, a test of the state (the callee unwound: save this frame too).
+//!   Every other function is left byte for byte as it was.
 //! - Unwinding saves a frame (function index, site, every local) and returns
 //!   zeros; rewinding re-enters each function, restores its locals, and
 //!   branches through the structured control flow to the site it left
 //!   from, without running anything on the way.
 //!
-//! Points are taken in three kinds of place: inside a host import (the host
-//! sets the state byte before it returns, see `crate::task`), at a function
-//! entry and at a loop header when the request byte is set. The program
-//! cannot observe any of it: its memory, globals and results are untouched.
+//! Points are taken at a function entry or a loop header when the budget
+//! runs out. A rewind ends there, or in a host call (which then returns what
+//! it returned before the unwind, see `crate::wasi`). The program cannot
+//! observe any of it: its memory, globals and results are untouched.
 //!
 //! This module owns the transform and the memory layout shared with the host
 //! side. It must not compile, instantiate or run anything.
@@ -53,8 +56,12 @@ pub const MEMORY_EXPORT: &str = "__baton_suspend";
 /// kept in a global too because a global is the cheapest thing to test after
 /// every call.
 pub const STATE_EXPORT: &str = "__baton_state";
-/// Byte offset of the request byte in the control word.
-pub const REQUEST: u32 = 0;
+/// Export name of the i64 global holding the work left before the next
+/// point: every function entry and loop header of an instrumented function
+/// counts one, and a point is taken where it goes below zero. Points thus
+/// fall at the same places on every machine and in every run from the same
+/// state, which is what lets two sides that ran from one point agree.
+pub const BUDGET_EXPORT: &str = "__baton_budget";
 /// Byte offset of the state byte in the control word.
 pub const STATE: u32 = 1;
 /// State byte: frames are being saved.
@@ -63,6 +70,9 @@ pub const UNWINDING: u8 = 1;
 pub const REWINDING: u8 = 2;
 /// Byte offset of the word holding the end of the saved frames.
 pub const TOP: u32 = 4;
+/// Byte offset of the i64 work budget of a step, which the budget global is
+/// set back to when a rewind ends.
+pub const BUDGET: u32 = 8;
 /// Byte offset where saved frames start.
 pub const FRAMES: u32 = 16;
 /// Name of the custom section of branch hints (the branch-hinting
@@ -72,6 +82,17 @@ const HINTS_SECTION: &str = "metadata.code.branch_hint";
 /// Largest size the frame memory may grow to, in 64 KiB pages (1 GiB):
 /// keeps every address computation within an unsigned 32-bit word.
 pub const MAX_FRAME_PAGES: u64 = 16384;
+
+/// Nanoseconds of work one unit of the budget stands for, nominally: the
+/// budget counts function entries and loop iterations, whose cost depends
+/// on the program (see BENCHMARKS.md for what it comes to).
+pub const NOMINAL_NS_PER_UNIT: u64 = 10;
+
+/// The work budget of a step for a point every `every`, at the nominal rate.
+pub fn budget_units(every: std::time::Duration) -> i64 {
+    let units = every.as_nanos() / u128::from(NOMINAL_NS_PER_UNIT);
+    i64::try_from(units).unwrap_or(i64::MAX).max(1)
+}
 
 /// The result of the transform.
 #[derive(Debug)]
@@ -201,6 +222,14 @@ impl analysis::Module {
                 },
                 &ConstExpr::i32_const(0),
             );
+            section.global(
+                GlobalType {
+                    val_type: wasm_encoder::ValType::I64,
+                    mutable: true,
+                    shared: false,
+                },
+                &ConstExpr::i64_const(i64::MAX),
+            );
         };
         let internal = |e: wasm_encoder::reencode::Error| Refusal::Internal(e.to_string());
         for payload in Parser::new(0).parse_all(bytes) {
@@ -254,6 +283,7 @@ impl analysis::Module {
                         .map_err(internal)?;
                     section.export(MEMORY_EXPORT, ExportKind::Memory, self.memories);
                     section.export(STATE_EXPORT, ExportKind::Global, self.globals);
+                    section.export(BUDGET_EXPORT, ExportKind::Global, self.globals + 1);
                     out.section(&section);
                     saw[2] = true;
                 }

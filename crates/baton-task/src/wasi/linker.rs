@@ -64,61 +64,6 @@ fn errno(r: WasiResult<()>) -> i32 {
     }
 }
 
-/// Runs a host call of a suspendable command (see [`crate::suspend`]):
-/// when the command is being rewound, this call is where the rewind ends, and
-/// it returns what it returned before the unwind, without running again;
-/// otherwise it runs, and if a point has been asked for, starts an unwind.
-/// Calls of other tasks just run.
-fn suspendable<T: 'static>(
-    caller: &mut Caller<'_, T>,
-    get: fn(&mut T) -> &mut Host,
-    call: impl FnOnce(&mut Caller<'_, T>) -> wasmtime::Result<i32>,
-) -> wasmtime::Result<i32> {
-    use crate::suspend::{FRAMES, REQUEST, REWINDING, STATE, TOP, UNWINDING};
-    let Some((frames, state)) = get(caller.data_mut())
-        .suspend
-        .as_ref()
-        .map(|s| (s.frames, s.state))
-    else {
-        return call(caller);
-    };
-    let set_state = |caller: &mut Caller<'_, T>, value: u8| -> wasmtime::Result<()> {
-        frames.data_mut(&mut *caller)[STATE as usize] = value;
-        state.set(&mut *caller, wasmtime::Val::I32(i32::from(value)))
-    };
-    let bytes = frames.data_mut(&mut *caller);
-    if bytes[STATE as usize] == REWINDING {
-        let top = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        debug_assert_eq!(TOP, 4);
-        set_state(caller, 0)?;
-        let resume = get(caller.data_mut())
-            .suspend
-            .as_mut()
-            .and_then(|s| s.resume.take());
-        return match (top == FRAMES, resume) {
-            (true, Some(r)) => Ok(r),
-            _ => Err(wasmtime::Error::new(HostError::Corrupt(
-                "the saved call stack does not lead back to a host call",
-            ))),
-        };
-    }
-    let result = call(caller)?;
-    // The request byte is written by other threads: read and clear it
-    // atomically. The pointer is valid while the store lives.
-    let request = frames.data_ptr(&*caller).wrapping_add(REQUEST as usize);
-    // SAFETY: the frame memory is at least one page, never moves (the engine
-    // sets `memory_may_move(false)`), and bytes are naturally aligned.
-    let asked = unsafe { &*(request as *const std::sync::atomic::AtomicU8) }
-        .swap(0, std::sync::atomic::Ordering::Relaxed);
-    if asked != 0 {
-        set_state(caller, UNWINDING)?;
-        if let Some(s) = get(caller.data_mut()).suspend.as_mut() {
-            s.stash = Some(result);
-        }
-    }
-    Ok(result)
-}
-
 /// Runs `f` with the host and the task's memory.
 fn with_memory<T: 'static>(
     caller: &mut Caller<'_, T>,
@@ -170,9 +115,9 @@ macro_rules! register {
             MODULE,
             stringify!($name),
             move |mut c: Caller<'_, T>, $($arg: <$ty as Param>::Raw),*| {
-                suspendable(&mut c, $get, |c| with_memory(c, $get, |h, m| {
+                with_memory(&mut c, $get, |h, m| {
                     h.$method(m, $(<$ty as Param>::from_raw($arg)),*)
-                }))
+                })
             },
         )?
     };
@@ -181,9 +126,7 @@ macro_rules! register {
             MODULE,
             stringify!($name),
             move |mut c: Caller<'_, T>, $($arg: <$ty as Param>::Raw),*| {
-                suspendable(&mut c, $get, |c| {
-                    without_memory(c, $get, |h| h.$method($(<$ty as Param>::from_raw($arg)),*))
-                })
+                without_memory(&mut c, $get, |h| h.$method($(<$ty as Param>::from_raw($arg)),*))
             },
         )?
     };
@@ -192,7 +135,7 @@ macro_rules! register {
             MODULE,
             stringify!($name),
             move |mut c: Caller<'_, T>, $(_: <$ty as Param>::Raw),*| {
-                suspendable(&mut c, $get, |c| without_memory(c, $get, |_| Err(Errno::Nosys)))
+                without_memory(&mut c, $get, |_| Err(Errno::Nosys))
             },
         )?
     };

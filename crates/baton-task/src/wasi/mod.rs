@@ -331,13 +331,11 @@ pub struct HostState {
     host_dirs: HostDirs,
 }
 
-/// The saved frames of a suspended command, and the result of the host call
-/// it was suspended in (returned to it when it is rewound).
+/// The saved frames of a suspended command ([`crate::suspend`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Unwound {
     #[serde(with = "serde_bytes")]
     pub(crate) frames: Vec<u8>,
-    pub(crate) result: Option<i32>,
 }
 
 impl HostState {
@@ -518,22 +516,6 @@ pub struct Host {
     /// Receives stdout and stderr as they are written.
     pub sink: Box<dyn OutputSink>,
     wall: Option<WallClock>,
-    /// Unwind/rewind control for a suspendable command (see
-    /// [`crate::suspend`]); `None` otherwise.
-    pub(crate) suspend: Option<Suspend>,
-}
-
-/// What the host calls of a suspendable command need: the frame memory,
-/// and the result a call suspended in returns when it is rewound.
-#[derive(Debug)]
-pub(crate) struct Suspend {
-    pub(crate) frames: wasmtime::Memory,
-    /// The state global, which mirrors the state byte.
-    pub(crate) state: wasmtime::Global,
-    /// Set at the start of a rewind; taken by the host call it ends in.
-    pub(crate) resume: Option<i32>,
-    /// Set by the host call a point is taken in.
-    pub(crate) stash: Option<i32>,
 }
 
 impl std::fmt::Debug for Host {
@@ -554,12 +536,7 @@ impl Host {
             ClockMode::Wall => Some(WallClock::new(state.clock.elapsed_ns)),
             ClockMode::Virtual { .. } => None,
         };
-        Host {
-            state,
-            sink,
-            wall,
-            suspend: None,
-        }
+        Host { state, sink, wall }
     }
 
     /// Whether the clocks are the machine's real ones.

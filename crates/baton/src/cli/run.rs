@@ -97,6 +97,11 @@ pub struct RunArgs {
     /// Longest a single step may run; a longer step is stopped with an error.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_step_time: Option<Duration>,
+    /// How often a program without the step ABI (any WASI command) reaches
+    /// a point of its own accord [default: 100ms]. Migration, Ctrl-C and
+    /// hand-back ask for one at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub point_every: Option<Duration>,
     /// Journal every point under this directory, for `baton resume`.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -182,6 +187,7 @@ impl RunArgs {
             limits: TaskLimits {
                 max_memory: self.max_memory,
                 max_step_time_ms: self.max_step_time.map(|d| d.as_millis() as u64),
+                point_every_ms: self.point_every.map(|d| d.as_millis().max(1) as u64),
             },
             policy,
             remote: remote.as_ref().map(|(_, t)| t.clone()),

@@ -428,6 +428,7 @@ mod tests {
             limits: TaskLimits {
                 max_memory: 1 << 20,
                 max_step_time_ms: None,
+                point_every_ms: None,
             },
             policy: Policy::default(),
             remote: None,
