@@ -1420,7 +1420,7 @@ fn demo_shows_all_checks_passing() {
     let o = baton_run(["demo", "--faster", "4"]);
     o.assert_code(0);
     let text = o.out();
-    assert_eq!(text.matches('✓').count(), 3, "{text}");
+    assert_eq!(text.matches('✓').count(), 4, "{text}");
     assert!(!text.contains('✗'), "{text}");
     for part in [
         "migrated local → remote at point 0",
@@ -1431,6 +1431,9 @@ fn demo_shows_all_checks_passing() {
         "finished on the remote side",
         "finished on the local side",
         "pi ~ ",
+        // An ordinary C main moves in the middle of its run.
+        "migrated local → remote at point 4",
+        "tally: result ",
     ] {
         assert!(text.contains(part), "demo output lacks `{part}`:\n{text}");
     }
