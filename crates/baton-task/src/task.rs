@@ -35,8 +35,10 @@ pub struct Limits {
     /// Longest a single step may run before it is stopped; `None` for no
     /// limit. Enforced with a resolution of about 10 ms.
     pub max_step_time: Option<Duration>,
-    /// How long a suspendable command runs before it takes a point of its
-    /// own accord ([`crate::suspend`]); step tasks ignore it.
+    /// How much work a suspendable command does between points
+    /// ([`crate::suspend`]), converted to a work budget at a nominal rate
+    /// (so points fall at the same places on every machine); step tasks
+    /// ignore it.
     pub point_every: Duration,
 }
 

@@ -9,9 +9,11 @@
 //!    alone.
 //! 2. **Number** the sites in program order, so that every child covers a
 //!    contiguous range, and decide where each body's *guard* goes. A guard
-//!    is one load of the control word and a branch; its cold side restores
-//!    the frame (at the function's entry), dispatches a rewind, and takes a
-//!    requested point (at the entry and at loop headers). A body that begins
+//!    at the entry or a loop header counts one unit of the work budget and
+//!    branches when it runs out; any other guard tests a local. Its cold
+//!    side restores the frame (at the function's entry), dispatches a
+//!    rewind, or takes a point (at the entry and at loop headers, when the
+//!    budget ran out and nothing is rewinding). A body that begins
 //!    with a child block or loop hands its guard to that child, so a chain
 //!    of blocks opened at one place (a `switch`) costs one check, not one
 //!    per block.
