@@ -1,6 +1,6 @@
 //! What making a command suspendable costs (issue 10, BENCHMARKS.md).
 //!
-//!     cargo bench -p baton-task --bench commands -- [--rounds N] [--every MS] [--no-point-cost] MODULE [ARGS...]
+//!     cargo bench -p baton-task --bench commands -- [--rounds N] [--every MS] [--no-point-cost] [--only plain|points] MODULE [ARGS...]
 //!
 //! Loads MODULE twice on one engine: as is (one step, no checks) and made
 //! suspendable. Then, round by round and interleaved so that machine noise
@@ -76,10 +76,21 @@ fn main() {
     let mut rounds = 3usize;
     let mut every = 100u64;
     let mut per_point = true;
+    let mut only: Option<String> = None;
     while args.first().is_some_and(|a| a.starts_with("--")) {
         let flag = args.remove(0);
         if flag == "--no-point-cost" {
             per_point = false;
+            continue;
+        }
+        if flag == "--only" {
+            // One kind of run only, without the reference run or checks:
+            // for `perf stat` and profilers.
+            only = Some(if args.is_empty() {
+                String::new()
+            } else {
+                args.remove(0)
+            });
             continue;
         }
         let value = if args.is_empty() {
@@ -124,6 +135,21 @@ fn main() {
     config.host.args.extend(args);
     let every = Duration::from_millis(every);
     let fast = Duration::from_millis(1);
+    if let Some(kind) = only {
+        let program = match kind.as_str() {
+            "plain" => &plain,
+            "points" => &points,
+            other => fail(&format!("--only plain|points, not {other:?}")),
+        };
+        for round in 1..=rounds {
+            let r = run(&engine, program, &config, every);
+            println!(
+                "{kind} round {round}/{rounds}: {:.3} s, {} points",
+                r.secs, r.points
+            );
+        }
+        return;
+    }
     let reference = run(&engine, &plain, &config, every);
     let (mut tp, mut tq, mut tf) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pq, mut pf) = (0, 0);

@@ -4,8 +4,8 @@
 //!
 //! A function *may suspend* if a point can be taken while it is on the
 //! stack: it has a loop (every loop header is a place for a point), it is
-//! part of a cycle of calls (recursion without loops must reach points too),
-//! or it calls, directly or through a table, an import or a function that
+//! part of a cycle of direct calls (recursion without loops must reach
+//! points too), or it calls, directly or through a table, a function that
 //! may suspend. Everything else runs untouched and costs nothing.
 //!
 //! This module only reads; it must not encode anything.
@@ -245,8 +245,8 @@ impl Module {
                 suspends[f + self.imported as usize] = true;
             }
         }
-        for f in in_cycles(&graph) {
-            suspends[f] = true;
+        for f in self.recursive() {
+            suspends[f as usize] = true;
         }
         // Callers of functions that may suspend may suspend: iterate to a
         // fixed point over the reversed graph.
@@ -269,6 +269,24 @@ impl Module {
             }
         }
         suspends
+    }
+
+    /// Functions on a cycle of direct calls: they count the budget at their
+    /// entry too, so that recursion without loops reaches points. Cycles
+    /// through tables are left out: counting at the entry of every function
+    /// that might be reached through a table would cost every call, and a
+    /// recursion through function pointers with no loop anywhere on it is
+    /// rare (an interpreter's recursion passes through its loop). Such a
+    /// recursion still runs correctly; it just takes no point until a loop.
+    pub(crate) fn recursive(&self) -> Vec<u32> {
+        let n = self.func_types.len();
+        let graph: Vec<Vec<u32>> = (0..n)
+            .map(|f| match f.checked_sub(self.imported as usize) {
+                Some(d) => self.facts[d].calls.clone(),
+                None => Vec::new(),
+            })
+            .collect();
+        in_cycles(&graph).into_iter().map(|f| f as u32).collect()
     }
 
     /// Whether a call from a suspendable function to `callee` needs a check.

@@ -9,8 +9,11 @@
 //!    alone.
 //! 2. **Number** the sites in program order, so that every child covers a
 //!    contiguous range, and decide where each body's *guard* goes. A guard
-//!    at the entry or a loop header counts one unit of the work budget and
-//!    branches when it runs out; any other guard tests a local. Its cold
+//!    at a loop header (or the entry of a directly recursive function)
+//!    counts one unit of the work budget and branches when it runs out; the
+//!    entry of any other function tests the state global; any other guard
+//!    tests a local. Between reading and emitting, [`super::live`] finds
+//!    which locals are dead at each site. Its cold
 //!    side restores the frame (at the function's entry), dispatches a
 //!    rewind, or takes a point (at the entry and at loop headers, when the
 //!    budget ran out and nothing is rewinding). A body that begins
@@ -31,6 +34,7 @@ use wasm_encoder::{BlockType as EBlock, Function, Ieee32, Ieee64, Instruction as
 use wasmparser::{FuncValidator, FunctionBody, Operator, ValType, ValidatorResources};
 
 use super::analysis::{invalid, Module, Refusal};
+use super::live::{self, Set};
 use super::{Types, BUDGET, FRAMES, REWINDING, STATE, TOP, UNWINDING};
 
 /// Deepest nesting of blocks the transform follows (it recurses).
@@ -72,6 +76,8 @@ struct Body {
     /// Whether everything read so far in it has no effects (see
     /// [`Child::reached`]).
     pure: bool,
+    /// As [`Child::keep`], for a point at the body's start.
+    keep: Vec<(u32, ValType)>,
     first: u32,
     last: u32,
     guard: Option<Guard>,
@@ -100,6 +106,12 @@ struct Child {
     /// free of effects and reads only locals that it cannot change (so a
     /// call after `local.get`s and constants, not a block or an `if`).
     reached: bool,
+    /// The scratch slots (absolute depth, type) holding the operand values
+    /// an unwind from inside it must save (its own and its enclosers').
+    keep: Vec<(u32, ValType)>,
+    /// Locals the code before it reads (when `reached`): a rewind reads
+    /// them again, so they count as live at it.
+    prefix_reads: Vec<u32>,
 }
 
 /// Whether running `op` again during a rewind, with the locals restored,
@@ -157,6 +169,22 @@ fn pure(op: &Operator<'_>) -> bool {
     )
 }
 
+/// The operand slots of every open construct, outermost first.
+fn enclosing(open: &[Open]) -> Vec<(u32, ValType)> {
+    let mut out = Vec::new();
+    for o in open {
+        if let Some(c) = &o.child {
+            out.extend(
+                c.stack
+                    .iter()
+                    .enumerate()
+                    .map(|(d, t)| (c.base + d as u32, *t)),
+            );
+        }
+    }
+    out
+}
+
 /// An open construct during the read.
 struct Open {
     /// `None` in unreachable code.
@@ -185,14 +213,19 @@ struct Func<'a, 'm> {
     /// Set while this function's rewind is finding its way to its site, so
     /// that guards inside the function test a local, not memory.
     rw_local: u32,
+    /// Scratch for the budget count.
+    budget_local: u32,
     next_site: u32,
     results: Vec<ValType>,
+    /// The function's own locals' liveness at sites (set after the read).
+    live: Option<live::Liveness>,
 }
 
 pub(crate) fn transform<'a>(
     module: &Module,
     suspends: &[bool],
     index: u32,
+    counts_entry: bool,
     mut fv: FuncValidator<ValidatorResources>,
     body: &FunctionBody<'a>,
     types: &mut Types,
@@ -214,9 +247,11 @@ pub(crate) fn transform<'a>(
     let site_local = locals.len() as u32;
     let ptr_local = site_local + 1;
     let rw_local = site_local + 2;
+    let budget_local = site_local + 3;
     locals.push(ValType::I32);
     locals.push(ValType::I32);
     locals.push(ValType::I32);
+    locals.push(ValType::I64);
     let mut f = Func {
         module,
         index,
@@ -231,11 +266,26 @@ pub(crate) fn transform<'a>(
         site_local,
         ptr_local,
         rw_local,
+        budget_local,
         next_site: 0,
         results,
+        live: None,
     };
     f.read(suspends, &mut fv, body)?;
-    f.number(0, true, true, Vec::new(), 0)?;
+    f.number(0, counts_entry, true, Vec::new(), 0)?;
+    let calls: Vec<usize> = f
+        .children
+        .iter()
+        .filter(|c| c.kind == ChildKind::Call)
+        .map(|c| c.op)
+        .collect();
+    let points: Vec<usize> = f
+        .bodies
+        .iter()
+        .filter(|b| b.guard.as_ref().is_some_and(|g| g.point.is_some()))
+        .map(|b| b.start)
+        .collect();
+    f.live = Some(live::liveness(&f.ops, site_local as usize, &calls, &points));
     let sites = f.next_site as usize;
     let (function, cold) = f.emit(types)?;
     Ok(Out {
@@ -278,6 +328,7 @@ impl<'a> Func<'a, '_> {
             children: Vec::new(),
             live: kind == BodyKind::Loop,
             pure: true,
+            keep: Vec::new(),
             first: 0,
             last: 0,
             guard: None,
@@ -354,6 +405,11 @@ impl<'a> Func<'a, '_> {
                         Some((stack, base)) => {
                             let b = self.new_body(body_kind, i + 1);
                             self.body_after.insert(i, b);
+                            let mut keep = enclosing(&open);
+                            keep.extend(
+                                stack.iter().enumerate().map(|(d, t)| (base + d as u32, *t)),
+                            );
+                            self.bodies[b].keep = keep;
                             open.push(Open {
                                 child: Some(Child {
                                     op: i,
@@ -364,6 +420,8 @@ impl<'a> Func<'a, '_> {
                                     first: 0,
                                     last: 0,
                                     reached: false,
+                                    keep: Vec::new(),
+                                    prefix_reads: Vec::new(),
                                 }),
                                 body: b,
                             });
@@ -383,7 +441,9 @@ impl<'a> Func<'a, '_> {
                             let b = self.bodies.len();
                             child.bodies.push(b);
                             top.body = b;
+                            let keep = self.bodies[child.bodies[0]].keep.clone();
                             self.new_body(BodyKind::Else, i + 1);
+                            self.bodies[b].keep = keep;
                             self.body_after.insert(i, b);
                         }
                     }
@@ -437,6 +497,8 @@ impl<'a> Func<'a, '_> {
         stack: Vec<ValType>,
         base: u32,
     ) -> Result<(), Refusal> {
+        let mut keep = enclosing(open);
+        keep.extend(stack.iter().enumerate().map(|(d, t)| (base + d as u32, *t)));
         self.add_child(
             open,
             Child {
@@ -448,6 +510,8 @@ impl<'a> Func<'a, '_> {
                 first: 0,
                 last: 0,
                 reached: false,
+                keep,
+                prefix_reads: Vec::new(),
             },
         )
     }
@@ -461,6 +525,15 @@ impl<'a> Func<'a, '_> {
         let body = &self.bodies[parent];
         child.reached = body.children.is_empty()
             && (child.op == body.start || (child.kind == ChildKind::Call && body.pure));
+        if child.reached {
+            // A rewind runs the code before it again, reading these locals:
+            // they must survive the unwind.
+            for op in &self.ops[body.start.min(child.op)..child.op] {
+                if let Operator::LocalGet { local_index } = op {
+                    child.prefix_reads.push(*local_index);
+                }
+            }
+        }
         self.scratch_for(&child.stack, child.base)?;
         self.child_at.insert(child.op, self.children.len());
         self.children.push(child);
@@ -558,7 +631,11 @@ impl<'a> Func<'a, '_> {
         let mut offset = 8u32;
         for (i, t) in self.locals.iter().enumerate() {
             let i = i as u32;
-            if i == self.site_local || i == self.ptr_local || i == self.rw_local {
+            if i == self.site_local
+                || i == self.ptr_local
+                || i == self.rw_local
+                || i == self.budget_local
+            {
                 continue;
             }
             out.push((i, *t, offset));
@@ -653,7 +730,13 @@ impl<'a> Func<'a, '_> {
                         e.f.instruction(&I::I32Const(0));
                         e.f.instruction(&I::LocalSet(self.rw_local));
                         let site = self.children[*c].first;
-                        e.after_call(site);
+                        let zeros = self.dead(
+                            self.live.as_ref().and_then(|l| l.after.get(&i)),
+                            &self.children[*c].keep,
+                            &self.children[*c].prefix_reads,
+                            &layout,
+                        );
+                        e.after_call(site, &zeros);
                     }
                 }
                 Operator::Delegate { .. }
@@ -739,14 +822,19 @@ impl<'a> Func<'a, '_> {
         // negative while rewinding, so the rare side is taken then too);
         // a guard inside the function can only be reached rewinding when
         // the entry found the state rewinding and said so in `rw`.
-        if guard.entry || guard.point.is_some() {
+        if guard.point.is_some() {
             e.f.instruction(&I::GlobalGet(e.budget));
             e.f.instruction(&I::I64Const(1));
             e.f.instruction(&I::I64Sub);
+            e.f.instruction(&I::LocalTee(self.budget_local));
             e.f.instruction(&I::GlobalSet(e.budget));
-            e.f.instruction(&I::GlobalGet(e.budget));
+            e.f.instruction(&I::LocalGet(self.budget_local));
             e.f.instruction(&I::I64Const(0));
             e.f.instruction(&I::I64LtS);
+        } else if guard.entry {
+            // An entry that does not count: only a rewind takes its rare
+            // side.
+            e.f.instruction(&I::GlobalGet(e.state));
         } else {
             e.f.instruction(&I::LocalGet(self.rw_local));
         }
@@ -822,12 +910,50 @@ impl<'a> Func<'a, '_> {
         e.close();
         // Not rewinding: the budget ran out, a point here.
         if let Some(p) = guard.point {
+            let start = self.bodies[b].start;
+            let zeros = self.dead(
+                self.live.as_ref().and_then(|l| l.before.get(&start)),
+                &self.bodies[b].keep,
+                &[],
+                layout,
+            );
+            e.zero(&zeros);
             e.start_unwind();
             e.f.instruction(&I::I32Const(p as i32));
             e.f.instruction(&I::Br(e.depth(e.save_pos)));
         }
         e.close();
         Ok(())
+    }
+
+    /// The saved locals that are dead at a site: the function's own not in
+    /// `live` (all of them live if it is unknown), scratch slots not in
+    /// `keep`.
+    fn dead(
+        &self,
+        live: Option<&Set>,
+        keep: &[(u32, ValType)],
+        reads: &[u32],
+        layout: &[(u32, ValType, u32)],
+    ) -> Vec<(u32, ValType)> {
+        let Some(live) = live else {
+            return Vec::new();
+        };
+        let kept: Vec<u32> = keep
+            .iter()
+            .filter_map(|k| self.scratch.get(k).copied())
+            .collect();
+        layout
+            .iter()
+            .filter(|(l, _, _)| {
+                if *l < self.site_local {
+                    !live.contains(*l) && !reads.contains(l)
+                } else {
+                    !kept.contains(l)
+                }
+            })
+            .map(|(l, t, _)| (*l, *t))
+            .collect()
     }
 
     /// Pops this function's frame off the saved stack into its locals.
@@ -1054,6 +1180,21 @@ impl Emitter {
         self.f.instruction(&I::GlobalSet(self.budget));
     }
 
+    /// Sets each of `locals` to zero (on the way to the save code: they are
+    /// dead there, and a use by the save code would keep them alive).
+    fn zero(&mut self, locals: &[(u32, ValType)]) {
+        for (l, t) in locals {
+            self.f.instruction(&match t {
+                ValType::I64 => I::I64Const(0),
+                ValType::F32 => I::F32Const(Ieee32::new(0)),
+                ValType::F64 => I::F64Const(Ieee64::new(0)),
+                ValType::V128 => I::V128Const(0),
+                _ => I::I32Const(0),
+            });
+            self.f.instruction(&I::LocalSet(*l));
+        }
+    }
+
     /// Sets the state to unwinding.
     fn start_unwind(&mut self) {
         self.f.instruction(&I::I32Const(0));
@@ -1064,11 +1205,12 @@ impl Emitter {
     }
 
     /// After a call that may suspend: if the callee is unwinding, save.
-    fn after_call(&mut self, site: u32) {
+    fn after_call(&mut self, site: u32, zeros: &[(u32, ValType)]) {
         self.f.instruction(&I::GlobalGet(self.state));
         self.f.instruction(&I::I32Const(i32::from(UNWINDING)));
         self.f.instruction(&I::I32Eq);
         self.cold_if();
+        self.zero(zeros);
         self.f.instruction(&I::I32Const(site as i32));
         self.f.instruction(&I::Br(self.depth(self.save_pos)));
         self.close();

@@ -18,9 +18,10 @@
 //!   it runs out, so they fall at deterministic places (never where a clock
 //!   or another thread happens to say).
 //! - In every function that can be on the stack at a point ("may suspend":
-//!   see [`analysis`]): at the function's entry and at every loop header, a
-//!   count of the budget, whose rare side takes a point when it runs out and
-//!   is where a rewind finds its way back in; after every call that may
+//!   see [`analysis`]): at every loop header (and at the entry of a directly
+//!   recursive function), a count of the budget, whose rare side takes a
+//!   point when it runs out; at the entry, a test of the state, whose rare
+//!   side is where a rewind finds its way back in; after every call that may
 //!   suspend, a test of the state (the callee unwound: save this frame too).
 //!   Every other function is left byte for byte as it was.
 //! - Unwinding saves a frame (function index, site, every local) and returns
@@ -38,6 +39,7 @@
 
 mod analysis;
 mod func;
+mod live;
 
 use std::collections::HashMap;
 
@@ -57,8 +59,9 @@ pub const MEMORY_EXPORT: &str = "__baton_suspend";
 /// every call.
 pub const STATE_EXPORT: &str = "__baton_state";
 /// Export name of the i64 global holding the work left before the next
-/// point: every function entry and loop header of an instrumented function
-/// counts one, and a point is taken where it goes below zero. Points thus
+/// point: every loop header of an instrumented function (and the entry of a
+/// directly recursive one) counts one, and a point is taken where it goes
+/// below zero. Points thus
 /// fall at the same places on every machine and in every run from the same
 /// state, which is what lets two sides that ran from one point agree.
 pub const BUDGET_EXPORT: &str = "__baton_budget";
@@ -121,6 +124,7 @@ pub(crate) fn transform(
 ) -> Result<Suspendable, Refusal> {
     let module = analysis::Module::read(bytes, may_suspend_import)?;
     let suspends = module.may_suspend();
+    let recursive: std::collections::HashSet<u32> = module.recursive().into_iter().collect();
     let mut types = Types::new(module.types.len() as u32);
     let mut code = CodeSection::new();
     let mut hints = BranchHints::new();
@@ -138,7 +142,16 @@ pub(crate) fn transform(
             defined += 1;
             if suspends[index as usize] {
                 let fv = to_validate.into_validator(Default::default());
-                let out = func::transform(&module, &suspends, index, fv, &body, &mut types)?;
+                let counts_entry = recursive.contains(&index);
+                let out = func::transform(
+                    &module,
+                    &suspends,
+                    index,
+                    counts_entry,
+                    fv,
+                    &body,
+                    &mut types,
+                )?;
                 sites += out.sites;
                 instrumented += 1;
                 code.function(&out.function);
