@@ -94,6 +94,10 @@ const MAGIC: [u8; 8] = *b"BATONCC\0";
 /// never share a key.
 const KEY_CONTEXT: &str = "baton code cache key, format 1";
 const ENTRY_SUFFIX: &str = ".code";
+/// Beside an entry made by [`CodeCache::load_or_make`]: its note.
+const NOTE_SUFFIX: &str = ".note";
+/// Largest note read back (notes are a few hundred bytes).
+const MAX_NOTE: u64 = 1 << 20;
 const TEMP_SUFFIX: &str = ".tmp";
 /// A temporary file older than this was left by a process that died while
 /// writing it (writing takes seconds) and is removed by eviction.
@@ -218,6 +222,103 @@ impl CodeCache {
         Ok((module, CodeSource::Compiled))
     }
 
+    /// As [`CodeCache::load_or_compile`], for bytes that are costly to
+    /// make (a module prepared and made suspendable): the entry is keyed by
+    /// `source`, what the bytes are made from, and `make` runs only on a
+    /// miss. It returns the bytes to compile and a small note, which is kept
+    /// beside the compiled code (`<key>.note`) and returned on a hit instead
+    /// of running `make` again. `Ok(None)` from a lookup with `make` absent
+    /// means a miss.
+    ///
+    /// # Errors
+    ///
+    /// What `make` returns, or [`CacheError::Compile`].
+    pub(crate) fn load_or_make(
+        &self,
+        engine: &wasmtime::Engine,
+        source: &[u8],
+        make: impl FnOnce() -> Result<(Vec<u8>, Vec<u8>), TaskError>,
+    ) -> Result<(Module, Vec<u8>, CodeSource), TaskError> {
+        if let Some((module, note)) = self.lookup(engine, source) {
+            return Ok((module, note, CodeSource::Hit));
+        }
+        let (bytes, note) = make()?;
+        let module = CodeCache::compile_uncached(engine, &bytes)?;
+        if self.prepare_dir().is_ok() {
+            let key = key(engine, source);
+            let path = self.entry_path(&key);
+            // The note first: an entry without its note is a miss, never a
+            // note without its code.
+            match self
+                .store_note(&key, &note)
+                .and_then(|()| self.store(&key, &module))
+            {
+                Ok(()) => self.evict(&path),
+                Err(e) => {
+                    warn!(path = %path.display(), "cannot store compiled code in the cache: {e}")
+                }
+            }
+        }
+        Ok((module, note, CodeSource::Compiled))
+    }
+
+    /// The compiled code and note kept for `source`, if both are there and
+    /// whole.
+    pub(crate) fn lookup(
+        &self,
+        engine: &wasmtime::Engine,
+        source: &[u8],
+    ) -> Option<(Module, Vec<u8>)> {
+        self.prepare_dir().ok()?;
+        let key = key(engine, source);
+        let path = self.entry_path(&key);
+        let note = match read_note(&self.note_path(&key), &key) {
+            Ok(note) => note?,
+            Err(reason) => {
+                warn!(path = %path.display(), "ignoring a code cache note ({reason})");
+                return None;
+            }
+        };
+        match load(engine, &key, &path) {
+            Ok(Some(module)) => Some((module, note)),
+            Ok(None) => None,
+            Err(reason) => {
+                warn!(path = %path.display(), "ignoring a code cache entry ({reason}); compiling and replacing it");
+                None
+            }
+        }
+    }
+
+    fn note_path(&self, key: &blake3::Hash) -> PathBuf {
+        self.dir.join(format!("{}{NOTE_SUFFIX}", key.to_hex()))
+    }
+
+    /// Writes a note atomically: the same header as an entry, then the note.
+    fn store_note(&self, key: &blake3::Hash, note: &[u8]) -> io::Result<()> {
+        let temp = self.dir.join(format!(
+            ".{}.{}.{}{TEMP_SUFFIX}",
+            key.to_hex(),
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let write = || -> io::Result<()> {
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&temp)?;
+            file.write_all(&encode_header(key, note))?;
+            file.write_all(note)?;
+            drop(file);
+            fs::rename(&temp, self.note_path(key))
+        };
+        let result = write();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+
     /// Compiles `bytes` with `engine`, without the cache.
     ///
     /// # Errors
@@ -339,6 +440,8 @@ impl CodeCache {
                 Ok(()) => {
                     debug!(path = %path.display(), "evicted from the code cache");
                     total -= len;
+                    // Its note, if it has one, goes with it.
+                    let _ = fs::remove_file(path.with_extension(&NOTE_SUFFIX[1..]));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => total -= len,
                 Err(e) => warn!(path = %path.display(), "cannot evict from the code cache: {e}"),
@@ -437,6 +540,28 @@ fn check_entry<'a>(data: &'a [u8], key: &blake3::Hash) -> Result<&'a [u8], Strin
         return Err("the payload's checksum does not match".to_string());
     }
     Ok(payload)
+}
+
+/// Reads the note at `path`: `Ok(None)` if there is none, `Err` with the
+/// reason if there is one that cannot be used.
+fn read_note(path: &Path, key: &blake3::Hash) -> Result<Option<Vec<u8>>, String> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open it: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect it: {e}"))?;
+    if !meta.is_file() || meta.len() > MAX_NOTE + HEADER_LEN as u64 {
+        return Err("not a note".to_string());
+    }
+    owned_by_user(&meta, "the note")?;
+    let mut data = Vec::new();
+    file.take(MAX_NOTE + HEADER_LEN as u64)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    Ok(Some(check_entry(&data, key)?.to_vec()))
 }
 
 /// Loads the entry at `path`: `Ok(None)` if there is none, `Err` with the
@@ -627,6 +752,49 @@ mod tests {
         }
         // A second cache object (as in another process) hits too.
         assert_eq!(load(&CodeCache::new(dir), &engine, 8), CodeSource::Hit);
+    }
+
+    #[test]
+    fn made_bytes_are_made_once_and_their_note_comes_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = CodeCache::new(tmp.path().to_path_buf());
+        let engine = engine(OptLevel::Speed);
+        let made = std::cell::Cell::new(0);
+        let get = |cache: &CodeCache| {
+            let (module, note, source) = cache
+                .load_or_make(&engine, b"source 1", || {
+                    made.set(made.get() + 1);
+                    Ok((module_bytes(5), b"the note".to_vec()))
+                })
+                .unwrap();
+            assert_eq!(call_f(&engine, &module), 5);
+            assert_eq!(note, b"the note");
+            source
+        };
+        assert_eq!(get(&cache), CodeSource::Compiled);
+        assert_eq!(get(&cache), CodeSource::Hit);
+        assert_eq!(
+            get(&CodeCache::new(tmp.path().to_path_buf())),
+            CodeSource::Hit
+        );
+        assert_eq!(made.get(), 1);
+        // A damaged note is a miss: made again, and then a hit again.
+        let note = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "note"))
+            .unwrap();
+        let mut bytes = fs::read(&note).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&note, bytes).unwrap();
+        assert_eq!(get(&cache), CodeSource::Compiled);
+        assert_eq!(get(&cache), CodeSource::Hit);
+        assert_eq!(made.get(), 2);
+        // An entry without its note is a miss too.
+        fs::remove_file(&note).unwrap();
+        assert_eq!(get(&cache), CodeSource::Compiled);
+        assert_eq!(made.get(), 3);
     }
 
     #[test]

@@ -182,6 +182,33 @@ impl Engine {
     /// As [`Engine::load`].
     pub fn load_with(&self, bytes: &[u8], suspend: bool) -> Result<Program, TaskError> {
         let started = std::time::Instant::now();
+        // A module prepared before is not prepared again: the compiled code
+        // and what preparing found are in the cache, under the module's
+        // digest and the preparation's key. Which flavour compiled it is
+        // not known before preparing, so each is looked up.
+        let digest = Digest::of(bytes);
+        let key = module::preparation_key(digest, suspend);
+        if let Some(cache) = &self.inner.cache {
+            for (flavor, full) in [
+                (&self.inner.rewritten, false),
+                (&self.inner.full_canonicalisation, true),
+            ] {
+                let Some((module, note)) = cache.lookup(&flavor.engine, &key) else {
+                    continue;
+                };
+                match PreparedModule::from_note(digest, &note) {
+                    Some(prepared) if prepared.full_nan_canonicalisation() == full => {
+                        tracing::debug!(
+                            ms = started.elapsed().as_millis() as u64,
+                            points = ?prepared.points(),
+                            "prepared and compiled module from the cache"
+                        );
+                        return finish(prepared, module, flavor);
+                    }
+                    _ => tracing::warn!("ignoring a code cache note that does not fit its module"),
+                }
+            }
+        }
         let prepared = module::prepare_with(bytes, wasi::PROVIDED, suspend)?;
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
@@ -195,7 +222,12 @@ impl Engine {
             &self.inner.rewritten
         };
         let (module, source) = match &self.inner.cache {
-            Some(cache) => cache.load_or_compile(&flavor.engine, prepared.bytes())?,
+            Some(cache) => {
+                let (module, _, source) = cache.load_or_make(&flavor.engine, &key, || {
+                    Ok((prepared.bytes().to_vec(), prepared.note()))
+                })?;
+                (module, source)
+            }
             None => (
                 CodeCache::compile_uncached(&flavor.engine, prepared.bytes())?,
                 CodeSource::Compiled,
@@ -206,20 +238,29 @@ impl Engine {
             ?source,
             "module compiled"
         );
-        // Resolves every import against the host now, so that a WASI
-        // function imported with the wrong type is rejected at load time.
-        let pre = flavor
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| ModuleError::ImportType(format!("{e:#}")))?;
-        Ok(Program {
-            inner: Arc::new(ProgramInner {
-                prepared,
-                pre,
-                engine: flavor.engine.clone(),
-            }),
-        })
+        finish(prepared, module, flavor)
     }
+}
+
+/// A program from a prepared module and its compiled code.
+fn finish(
+    prepared: PreparedModule,
+    module: wasmtime::Module,
+    flavor: &Flavor,
+) -> Result<Program, TaskError> {
+    // Resolves every import against the host now, so that a WASI
+    // function imported with the wrong type is rejected at load time.
+    let pre = flavor
+        .linker
+        .instantiate_pre(&module)
+        .map_err(|e| ModuleError::ImportType(format!("{e:#}")))?;
+    Ok(Program {
+        inner: Arc::new(ProgramInner {
+            prepared,
+            pre,
+            engine: flavor.engine.clone(),
+        }),
+    })
 }
 
 /// A compiled, prepared module: instantiate it with

@@ -40,7 +40,7 @@ pub const RESERVED_EXPORT_PREFIX: &str = "__baton_";
 pub const MAX_MODULE_BYTES: usize = 256 * 1024 * 1024;
 
 /// How a prepared module is driven (DESIGN §3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Shape {
     /// Exports `baton_step: [] -> [i32]`; each return is a point.
     Step {
@@ -54,7 +54,7 @@ pub enum Shape {
 }
 
 /// Where a prepared module's points can fall.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Points {
     /// A step task: between steps.
     Steps,
@@ -89,7 +89,7 @@ pub enum GlobalKind {
 }
 
 /// A mutable global of the module, made capturable by an export.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CapturedGlobal {
     /// Index of the global in the module's global index space.
     pub index: u32,
@@ -144,6 +144,69 @@ impl PreparedModule {
     pub fn points(&self) -> &Points {
         &self.points
     }
+
+    /// What preparing found, without the bytes: kept beside the compiled
+    /// code so that a module is prepared once ([`PreparedModule::from_note`]).
+    pub(crate) fn note(&self) -> Vec<u8> {
+        let note = Note {
+            shape: self.shape,
+            globals: self.globals.clone(),
+            full_nan_canonicalisation: self.full_nan_canonicalisation,
+            points: self.points.clone(),
+        };
+        postcard::to_allocvec(&note).unwrap_or_default()
+    }
+
+    /// The module as a note said it was prepared; it has no bytes (its
+    /// compiled code came from the cache). `None` if the note is unreadable.
+    pub(crate) fn from_note(digest: Digest, note: &[u8]) -> Option<PreparedModule> {
+        let note: Note = postcard::from_bytes(note).ok()?;
+        Some(PreparedModule {
+            digest,
+            shape: note.shape,
+            bytes: Vec::new(),
+            globals: note.globals,
+            full_nan_canonicalisation: note.full_nan_canonicalisation,
+            points: note.points,
+        })
+    }
+}
+
+/// [`PreparedModule::note`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Note {
+    shape: Shape,
+    globals: Vec<CapturedGlobal>,
+    full_nan_canonicalisation: bool,
+    points: Points,
+}
+
+/// What a prepared module's cache key must change with besides the module:
+/// the source of everything that prepares it (so a change to the transform
+/// never meets code compiled from the old one) and whether it is made
+/// suspendable.
+pub(crate) fn preparation_key(digest: Digest, suspend: bool) -> Vec<u8> {
+    static SOURCES: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let sources = SOURCES.get_or_init(|| {
+        let mut h = blake3::Hasher::new();
+        for text in [
+            include_str!("module.rs"),
+            include_str!("nan.rs"),
+            include_str!("suspend/mod.rs"),
+            include_str!("suspend/analysis.rs"),
+            include_str!("suspend/func.rs"),
+            include_str!("suspend/live.rs"),
+        ] {
+            h.update(&(text.len() as u64).to_le_bytes());
+            h.update(text.as_bytes());
+        }
+        *h.finalize().as_bytes()
+    });
+    let mut key = b"baton prepared module\0".to_vec();
+    key.extend_from_slice(sources);
+    key.push(u8::from(suspend));
+    key.extend_from_slice(&digest.0);
+    key
 }
 
 /// Why a module was rejected. Every message names the problem.
