@@ -58,8 +58,8 @@ pub enum Shape {
 pub enum Points {
     /// A step task: between steps.
     Steps,
-    /// A command made suspendable ([`crate::suspend`]): anywhere a host call
-    /// returns, at function entries and at loop headers.
+    /// A command made suspendable ([`crate::suspend`]): at loop headers (and
+    /// entries of recursive functions) where the work budget runs out.
     Anywhere {
         /// Places in the code a point can be taken at or resumed from.
         sites: usize,

@@ -815,13 +815,11 @@ impl<'a> Func<'a, '_> {
         let Some(guard) = &self.bodies[b].guard else {
             return Ok(());
         };
-        // Only the entry and loop headers read the control word; a guard
-        // inside the function can only be reached rewinding when the entry
-        // found the state rewinding and said so in `rw`.
-        // The entry and loop headers count the budget (the host makes it
-        // negative while rewinding, so the rare side is taken then too);
-        // a guard inside the function can only be reached rewinding when
-        // the entry found the state rewinding and said so in `rw`.
+        // Loop headers (and recursive entries) count the budget, which the
+        // host makes negative while rewinding, so the rare side is taken
+        // then too; other entries test the state global; a guard inside the
+        // function can only be reached rewinding when the entry found the
+        // state rewinding and said so in `rw`.
         if guard.point.is_some() {
             e.f.instruction(&I::GlobalGet(e.budget));
             e.f.instruction(&I::I64Const(1));

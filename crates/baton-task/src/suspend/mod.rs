@@ -61,11 +61,11 @@ pub const STATE_EXPORT: &str = "__baton_state";
 /// Export name of the i64 global holding the work left before the next
 /// point: every loop header of an instrumented function (and the entry of a
 /// directly recursive one) counts one, and a point is taken where it goes
-/// below zero. Points thus
-/// fall at the same places on every machine and in every run from the same
-/// state, which is what lets two sides that ran from one point agree.
+/// below zero. Points thus fall at the same places on every machine and in
+/// every run from the same state, which is what lets two sides that ran
+/// from one point agree.
 pub const BUDGET_EXPORT: &str = "__baton_budget";
-/// Byte offset of the state byte in the control word.
+/// Byte offset of the state byte in the frame memory.
 pub const STATE: u32 = 1;
 /// State byte: frames are being saved.
 pub const UNWINDING: u8 = 1;
