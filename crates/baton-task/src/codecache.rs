@@ -227,8 +227,7 @@ impl CodeCache {
     /// `source`, what the bytes are made from, and `make` runs only on a
     /// miss. It returns the bytes to compile and a small note, which is kept
     /// beside the compiled code (`<key>.note`) and returned on a hit instead
-    /// of running `make` again. `Ok(None)` from a lookup with `make` absent
-    /// means a miss.
+    /// of running `make` again.
     ///
     /// # Errors
     ///
