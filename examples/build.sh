@@ -8,7 +8,7 @@
 # Ubuntu: apt-get install clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32
 #
 # Step tasks are reactors (-mexec-model=reactor: exports _initialize and
-# baton_step, no _start); hello.c, recurse.c, frames.c and tally.c are
+# baton_step, no _start); hello.c, recurse.c, frames.c, tally.c and marks.c are
 # ordinary commands (_start), the material for the suspend transform.
 # Extra flags beyond the basic line:
 #   -Wl,--stack-first   the C shadow stack sits at the bottom of memory, so an
@@ -57,7 +57,7 @@ for src in pi.c render.c nbody.c bigstate.c countdown.c probe.c spew.c \
            hostile/spin.c hostile/membomb.c hostile/trap.c hostile/stackbomb.c; do
     build_step "$src"
 done
-for src in hello.c recurse.c frames.c tally.c; do
+for src in hello.c recurse.c frames.c tally.c marks.c; do
     echo "  command    $src"
     "$CLANG" $WASM "$src" -o "${src%.c}.wasm"
 done

@@ -3,7 +3,8 @@
 
     python3 examples/check-wasm.py [-v] FILE.wasm...
 
-For each module: every import comes from wasi_snapshot_preview1, memory is
+For each module: every import comes from wasi_snapshot_preview1 (or is
+baton.point, which marks a good place for a point), memory is
 exported, and it is either a step task (exports baton_step of type
 [] -> [i32], plus _initialize, and no _start) or a command (exports _start).
 With -v, prints the imports and exports. Exits non-zero on any problem.
@@ -107,8 +108,8 @@ def check(path, verbose):
     types, imports, exports, funcs = parse(data)
     problems = []
     for mod, field, kind, _ in imports:
-        if mod != "wasi_snapshot_preview1":
-            problems.append("imports %s.%s (only wasi_snapshot_preview1 allowed)" % (mod, field))
+        if mod != "wasi_snapshot_preview1" and (mod, field) != ("baton", "point"):
+            problems.append("imports %s.%s (only wasi_snapshot_preview1 and baton.point allowed)" % (mod, field))
     ex = {name: (kind, idx) for name, kind, idx in exports}
     if ex.get("memory", ("",))[0] != "memory":
         problems.append("does not export its memory as 'memory'")

@@ -199,6 +199,24 @@ static inline BATON__UNUSED int baton_finish(int status) {
 #define BATON_FINISH(status) return baton_finish(status)
 
 /* ------------------------------------------------------------------------
+ * A good place for a point (programs without the step ABI)
+ *
+ * An ordinary program (a `main`) gets points wherever baton's work budget
+ * runs out (--point-every). Calling baton_point() marks a place where a
+ * point is cheap or natural (between two rounds of work, with little on
+ * the stack): once half of the budget is spent, the point is taken at the
+ * next mark instead of wherever the budget runs out. It never changes what
+ * the program computes. In a step task, which has its points between
+ * steps, it does nothing. Needs nothing else from this header.
+ * ------------------------------------------------------------------------ */
+
+#if defined(__wasm__)
+__attribute__((import_module("baton"), import_name("point"))) void baton_point(void);
+#else
+static BATON__UNUSED void baton_point(void) {}
+#endif
+
+/* ------------------------------------------------------------------------
  * Arguments
  *
  * A reactor module has no main(argc, argv); these fetch the arguments

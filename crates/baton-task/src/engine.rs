@@ -95,6 +95,7 @@ fn flavor(nan_canonicalisation: bool, interruptible: bool) -> Result<Flavor, Tas
     let mut linker = Linker::new(&engine);
     wasi::add_to_linker(&mut linker, |d: &mut StoreData| &mut d.host)
         .map_err(|e| TaskError::Engine(format!("{e:#}")))?;
+    crate::task::add_point_mark(&mut linker).map_err(|e| TaskError::Engine(format!("{e:#}")))?;
     Ok(Flavor { engine, linker })
 }
 

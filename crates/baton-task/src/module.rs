@@ -27,6 +27,15 @@ use crate::nan;
 /// The import module every WASI preview1 function comes from.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
+/// The import module of baton's own guest functions.
+pub const BATON_MODULE: &str = "baton";
+
+/// `baton.point: [] -> []`, which marks a good place for a point
+/// (`guest/baton.h`: `baton_point()`): a program without the step ABI takes
+/// its point there once half of the step's work budget is spent, rather
+/// than wherever the budget runs out. In a step task it does nothing.
+pub const POINT_IMPORT: &str = "point";
+
 /// Prefix of the export names baton adds for mutable globals; a module may
 /// not export names of its own that start with it.
 pub const GLOBAL_EXPORT_PREFIX: &str = "__baton_global_";
@@ -322,7 +331,8 @@ pub fn prepare_with(
     if shape == Shape::Command && !suspend {
         points = Points::OneStep("points were turned off".to_string());
     } else if shape == Shape::Command {
-        let may_suspend = |module: &str, name: &str| module == WASI_MODULE && name != "proc_exit";
+        // Host calls never start an unwind, except the mark of a good point.
+        let may_suspend = |module: &str, name: &str| module == BATON_MODULE && name == POINT_IMPORT;
         points = match crate::suspend::transform(&rewritten, &may_suspend) {
             Ok(done) => {
                 rewritten = done.bytes;
@@ -447,9 +457,9 @@ impl Scan {
     ) -> Result<(), ModuleError> {
         for import in reader.into_imports() {
             let import = import.map_err(invalid)?;
-            let ok = import.module == WASI_MODULE
-                && matches!(import.ty, TypeRef::Func(_))
-                && provided.contains(&import.name);
+            let ok = matches!(import.ty, TypeRef::Func(_))
+                && ((import.module == WASI_MODULE && provided.contains(&import.name))
+                    || (import.module == BATON_MODULE && import.name == POINT_IMPORT));
             if !ok {
                 return Err(ModuleError::UnsupportedImport {
                     module: import.module.to_string(),

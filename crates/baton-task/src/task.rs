@@ -67,6 +67,65 @@ pub enum StepOutcome {
     Finished(i32),
 }
 
+/// Registers `baton.point` ([`crate::module::POINT_IMPORT`]) on `linker`.
+///
+/// # Errors
+///
+/// Only if the linker refuses the definition.
+pub(crate) fn add_point_mark(linker: &mut wasmtime::Linker<StoreData>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        crate::module::BATON_MODULE,
+        crate::module::POINT_IMPORT,
+        point_mark,
+    )?;
+    Ok(())
+}
+
+/// `baton.point`: in a suspendable command, takes a point here if half of
+/// the step's budget is spent (by setting the state to unwinding; the
+/// caller's check after the call does the rest), and ends a rewind that
+/// comes back to here. Anything else (a step task, a command run as one
+/// step) ignores it. Deterministic: the budget is.
+fn point_mark(mut caller: wasmtime::Caller<'_, StoreData>) -> wasmtime::Result<()> {
+    use wasmtime::Extern;
+    let export = |caller: &mut wasmtime::Caller<'_, StoreData>, name| caller.get_export(name);
+    let (Some(Extern::Memory(frames)), Some(Extern::Global(state)), Some(Extern::Global(budget))) = (
+        export(&mut caller, suspend::MEMORY_EXPORT),
+        export(&mut caller, suspend::STATE_EXPORT),
+        export(&mut caller, suspend::BUDGET_EXPORT),
+    ) else {
+        return Ok(());
+    };
+    let bytes = frames.data(&caller);
+    let word = |at: usize, n: usize| bytes.get(at..at + n).map(<[u8]>::to_vec);
+    let (Some(units), Some(top)) = (word(BUDGET as usize, 8), word(TOP as usize, 4)) else {
+        return Err(wasmtime::Error::new(HostError::Corrupt("no frame memory")));
+    };
+    let units = i64::from_le_bytes(units.try_into().unwrap_or_default());
+    let top = u32::from_le_bytes(top.try_into().unwrap_or_default());
+    let set = |caller: &mut wasmtime::Caller<'_, StoreData>, value: u8| -> wasmtime::Result<()> {
+        frames.data_mut(&mut *caller)[STATE as usize] = value;
+        state.set(&mut *caller, Val::I32(i32::from(value)))
+    };
+    if state.get(&mut caller).i32() == Some(i32::from(REWINDING)) {
+        // The rewind ends here, where the unwind began: every frame must
+        // have been taken back, and the step from here gets its budget.
+        if top != FRAMES {
+            return Err(wasmtime::Error::new(HostError::Corrupt(
+                "the saved call stack does not lead back to baton.point",
+            )));
+        }
+        set(&mut caller, 0)?;
+        budget.set(&mut caller, Val::I64(units))?;
+        return Ok(());
+    }
+    let left = budget.get(&mut caller).i64().unwrap_or(units);
+    if left < units / 2 {
+        set(&mut caller, UNWINDING)?;
+    }
+    Ok(())
+}
+
 /// Per-store data: the WASI host and the memory limiter.
 pub(crate) struct StoreData {
     pub(crate) host: Host,

@@ -118,6 +118,53 @@ fn a_command_using_args_env_and_output_moves_between_instances() {
 }
 
 #[test]
+fn a_rewind_that_ends_at_a_mark_moves_between_instances() {
+    same_with_points("marks", &["30", "20000", "1"]);
+}
+
+#[test]
+fn marks_take_the_points_once_half_the_budget_is_spent() {
+    // With marks, every point falls between two rounds, the same number of
+    // rounds apart each time (the first mark after half the budget); the
+    // output is the same as without marks, which take fewer points.
+    let every = Duration::from_micros(500);
+    let lines_at_points = |mark: &str| {
+        let out = Capture::new();
+        let mut cfg = config("marks", &["30", "20000", mark], 1);
+        cfg.limits.point_every = every;
+        let mut task = Task::create(engine(), &program("marks"), cfg, out.sink()).unwrap();
+        let mut at = Vec::new();
+        while task.step().unwrap() == StepOutcome::Continue {
+            at.push(out.stdout_string());
+        }
+        (out.stdout_string(), at)
+    };
+    let (with_marks, at) = lines_at_points("1");
+    let (without, at_plain) = lines_at_points("0");
+    assert_eq!(with_marks, without, "marks never change the output");
+    assert!(
+        at.len() > at_plain.len(),
+        "{} against {}",
+        at.len(),
+        at_plain.len()
+    );
+    let rounds: Vec<usize> = at.iter().map(|o| o.lines().count()).collect();
+    assert!(
+        at.iter().all(|o| o.ends_with('\n')),
+        "a point between rounds"
+    );
+    let stride = rounds[0];
+    assert!(stride >= 1);
+    for (k, r) in rounds.iter().enumerate() {
+        assert_eq!(
+            *r,
+            stride * (k + 1),
+            "points every {stride} rounds: {rounds:?}"
+        );
+    }
+}
+
+#[test]
 fn hello_still_runs() {
     let cfg = config("hello", &[], 1);
     let (out, _, status, _) = run("hello", &cfg, Duration::from_millis(1), true);
