@@ -396,44 +396,11 @@ impl<'a> Func<'a, '_> {
                             "blocks nested more than {MAX_NESTING} deep"
                         )));
                     }
-                    let (kind, body_kind) = match op {
-                        Operator::Block { .. } => (ChildKind::Block, BodyKind::Block),
-                        Operator::Loop { .. } => (ChildKind::Loop, BodyKind::Loop),
-                        _ => (ChildKind::If, BodyKind::Then),
-                    };
-                    match here {
-                        Some((stack, base)) => {
-                            let b = self.new_body(body_kind, i + 1);
-                            self.body_after.insert(i, b);
-                            let mut keep = enclosing(&open);
-                            keep.extend(
-                                stack.iter().enumerate().map(|(d, t)| (base + d as u32, *t)),
-                            );
-                            self.bodies[b].keep = keep;
-                            open.push(Open {
-                                child: Some(Child {
-                                    op: i,
-                                    kind,
-                                    stack,
-                                    base,
-                                    bodies: vec![b],
-                                    first: 0,
-                                    last: 0,
-                                    reached: false,
-                                    keep: Vec::new(),
-                                    prefix_reads: Vec::new(),
-                                }),
-                                body: b,
-                            });
-                        }
-                        None => {
-                            dead += 1;
-                            open.push(Open {
-                                child: None,
-                                body: usize::MAX,
-                            });
-                        }
+                    let opened = self.open_construct(&op, i, here, &open);
+                    if opened.child.is_none() {
+                        dead += 1;
                     }
+                    open.push(opened);
                 }
                 Operator::Else => {
                     if let Some(top) = open.last_mut() {
@@ -488,6 +455,49 @@ impl<'a> Func<'a, '_> {
             self.ops.push(op);
         }
         Ok(())
+    }
+
+    /// A block, loop or if at operator `i`: its first body, and the child
+    /// it becomes if it turns out to hold a site; in unreachable code
+    /// (`here` is `None`), nothing.
+    fn open_construct(
+        &mut self,
+        op: &Operator<'_>,
+        i: usize,
+        here: Option<(Vec<ValType>, u32)>,
+        open: &[Open],
+    ) -> Open {
+        let (kind, body_kind) = match op {
+            Operator::Block { .. } => (ChildKind::Block, BodyKind::Block),
+            Operator::Loop { .. } => (ChildKind::Loop, BodyKind::Loop),
+            _ => (ChildKind::If, BodyKind::Then),
+        };
+        let Some((stack, base)) = here else {
+            return Open {
+                child: None,
+                body: usize::MAX,
+            };
+        };
+        let b = self.new_body(body_kind, i + 1);
+        self.body_after.insert(i, b);
+        let mut keep = enclosing(open);
+        keep.extend(stack.iter().enumerate().map(|(d, t)| (base + d as u32, *t)));
+        self.bodies[b].keep = keep;
+        Open {
+            child: Some(Child {
+                op: i,
+                kind,
+                stack,
+                base,
+                bodies: vec![b],
+                first: 0,
+                last: 0,
+                reached: false,
+                keep: Vec::new(),
+                prefix_reads: Vec::new(),
+            }),
+            body: b,
+        }
     }
 
     fn add_call(
@@ -703,41 +713,11 @@ impl<'a> Func<'a, '_> {
                         e.close();
                     }
                 }
-                Operator::Br { relative_depth } => {
-                    let d = e.depth_of_orig(*relative_depth)?;
-                    e.f.instruction(&I::Br(d));
-                }
-                Operator::BrIf { relative_depth } => {
-                    let d = e.depth_of_orig(*relative_depth)?;
-                    e.f.instruction(&I::BrIf(d));
-                }
-                Operator::BrTable { targets } => {
-                    let mut list = Vec::with_capacity(targets.len() as usize);
-                    for t in targets.targets() {
-                        list.push(e.depth_of_orig(t.map_err(invalid)?)?);
-                    }
-                    let default = e.depth_of_orig(targets.default())?;
-                    e.f.instruction(&I::BrTable(list.into(), default));
+                Operator::Br { .. } | Operator::BrIf { .. } | Operator::BrTable { .. } => {
+                    e.branch(op)?;
                 }
                 Operator::Call { .. } | Operator::CallIndirect { .. } => {
-                    let ins = e.reencode(op.clone())?;
-                    e.f.instruction(&ins);
-                    if let Some(c) = self.child_at.get(&i) {
-                        // If this function was rewinding, the callee took the
-                        // rewind on and it is over by now (a call may be
-                        // reached without passing a guard, so this is the
-                        // one place that always sees it end).
-                        e.f.instruction(&I::I32Const(0));
-                        e.f.instruction(&I::LocalSet(self.rw_local));
-                        let site = self.children[*c].first;
-                        let zeros = self.dead(
-                            self.live.as_ref().and_then(|l| l.after.get(&i)),
-                            &self.children[*c].keep,
-                            &self.children[*c].prefix_reads,
-                            &layout,
-                        );
-                        e.after_call(site, &zeros);
-                    }
+                    self.call(&mut e, i, op, &layout)?;
                 }
                 Operator::Delegate { .. }
                 | Operator::Rethrow { .. }
@@ -758,6 +738,34 @@ impl<'a> Func<'a, '_> {
         Ok((e.f, e.cold))
     }
 
+    /// A call: as it was, and if it may suspend, the test after it.
+    fn call(
+        &self,
+        e: &mut Emitter,
+        i: usize,
+        op: &Operator<'_>,
+        layout: &[(u32, ValType, u32)],
+    ) -> Result<(), Refusal> {
+        let ins = e.reencode(op.clone())?;
+        e.f.instruction(&ins);
+        if let Some(c) = self.child_at.get(&i) {
+            // If this function was rewinding, the callee took the rewind on
+            // and it is over by now (a call may be reached without passing
+            // a guard, so this is the one place that always sees it end).
+            e.f.instruction(&I::I32Const(0));
+            e.f.instruction(&I::LocalSet(self.rw_local));
+            let site = self.children[*c].first;
+            let zeros = self.dead(
+                self.live.as_ref().and_then(|l| l.after.get(&i)),
+                &self.children[*c].keep,
+                &self.children[*c].prefix_reads,
+                layout,
+            );
+            e.after_call(site, &zeros);
+        }
+        Ok(())
+    }
+
     /// At the start of a body: the wrappers of its children, then its
     /// guard.
     fn begin_body(
@@ -770,7 +778,6 @@ impl<'a> Func<'a, '_> {
         let Some(b) = self.body_after.get(&after).copied() else {
             return Ok(());
         };
-        let _start = self.bodies[b].start;
         let wrapped: Vec<usize> = self.bodies[b]
             .children
             .iter()
@@ -861,47 +868,8 @@ impl<'a> Func<'a, '_> {
         let mut levels = vec![(b, 0usize)];
         levels.extend(guard.also.iter().map(|a| (*a, 1usize)));
         for (body, skip) in levels {
-            let _start = self.bodies[body].start;
             for c in self.bodies[body].children[skip..].iter().copied() {
-                let child = &self.children[c];
-                let targets: Vec<(u32, u32, Option<i32>)> = match child.kind {
-                    ChildKind::If => child
-                        .bodies
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, cb)| self.bodies[**cb].live)
-                        .map(|(k, cb)| {
-                            let cb = &self.bodies[*cb];
-                            (cb.first, cb.last, Some(if k == 0 { 1 } else { 0 }))
-                        })
-                        .filter(|(f, l, _)| f <= l && *l != u32::MAX)
-                        .collect(),
-                    _ => vec![(child.first, child.last, None)],
-                };
-                for (first, last, cond) in targets {
-                    if first > last || last == u32::MAX {
-                        continue;
-                    }
-                    e.site_in(self.site_local, first, last);
-                    e.open(I::If(EBlock::Empty), Label::Other);
-                    if child.reached {
-                        e.f.instruction(&I::Br(e.depth(g)));
-                    } else {
-                        let keep = child.stack.len() - usize::from(cond.is_some());
-                        for (d, t) in child.stack[..keep].iter().enumerate() {
-                            let l = self.scratch[&(child.base + d as u32, *t)];
-                            e.f.instruction(&I::LocalGet(l));
-                        }
-                        if let Some(v) = cond {
-                            e.f.instruction(&I::I32Const(v));
-                        }
-                        let pos = e.wrapper_pos.get(&c).copied().ok_or_else(|| {
-                            Refusal::Internal("a rewind target without its wrapper".to_string())
-                        })?;
-                        e.f.instruction(&I::Br(e.depth(pos)));
-                    }
-                    e.close();
-                }
+                self.dispatch_to(e, c, g)?;
             }
         }
         e.f.instruction(&I::Unreachable);
@@ -952,6 +920,52 @@ impl<'a> Func<'a, '_> {
             })
             .map(|(l, t, _)| (*l, *t))
             .collect()
+    }
+
+    /// The rewind's way into child `c` (one `if` per range of its sites):
+    /// push the operand values its wrapper ends with and branch there, or,
+    /// for a child reached by running its body, leave the guard `g`.
+    fn dispatch_to(&self, e: &mut Emitter, c: usize, g: usize) -> Result<(), Refusal> {
+        let child = &self.children[c];
+        let targets: Vec<(u32, u32, Option<i32>)> = match child.kind {
+            ChildKind::If => child
+                .bodies
+                .iter()
+                .enumerate()
+                .filter(|(_, cb)| self.bodies[**cb].live)
+                .map(|(k, cb)| {
+                    let cb = &self.bodies[*cb];
+                    (cb.first, cb.last, Some(if k == 0 { 1 } else { 0 }))
+                })
+                .filter(|(f, l, _)| f <= l && *l != u32::MAX)
+                .collect(),
+            _ => vec![(child.first, child.last, None)],
+        };
+        for (first, last, cond) in targets {
+            if first > last || last == u32::MAX {
+                continue;
+            }
+            e.site_in(self.site_local, first, last);
+            e.open(I::If(EBlock::Empty), Label::Other);
+            if child.reached {
+                e.f.instruction(&I::Br(e.depth(g)));
+            } else {
+                let keep = child.stack.len() - usize::from(cond.is_some());
+                for (d, t) in child.stack[..keep].iter().enumerate() {
+                    let l = self.scratch[&(child.base + d as u32, *t)];
+                    e.f.instruction(&I::LocalGet(l));
+                }
+                if let Some(v) = cond {
+                    e.f.instruction(&I::I32Const(v));
+                }
+                let pos = e.wrapper_pos.get(&c).copied().ok_or_else(|| {
+                    Refusal::Internal("a rewind target without its wrapper".to_string())
+                })?;
+                e.f.instruction(&I::Br(e.depth(pos)));
+            }
+            e.close();
+        }
+        Ok(())
     }
 
     /// Pops this function's frame off the saved stack into its locals.
@@ -1124,6 +1138,31 @@ impl Emitter {
     /// The branch depth, from here, of the label at `pos`.
     fn depth(&self, pos: usize) -> u32 {
         (self.labels.len() - 1 - pos) as u32
+    }
+
+    /// An original branch, with its depth counted again past the labels
+    /// the transform added.
+    fn branch(&mut self, op: &Operator<'_>) -> Result<(), Refusal> {
+        match op {
+            Operator::Br { relative_depth } => {
+                let d = self.depth_of_orig(*relative_depth)?;
+                self.f.instruction(&I::Br(d));
+            }
+            Operator::BrIf { relative_depth } => {
+                let d = self.depth_of_orig(*relative_depth)?;
+                self.f.instruction(&I::BrIf(d));
+            }
+            Operator::BrTable { targets } => {
+                let mut list = Vec::with_capacity(targets.len() as usize);
+                for t in targets.targets() {
+                    list.push(self.depth_of_orig(t.map_err(invalid)?)?);
+                }
+                let default = self.depth_of_orig(targets.default())?;
+                self.f.instruction(&I::BrTable(list.into(), default));
+            }
+            _ => return Err(Refusal::Internal("not a branch".to_string())),
+        }
+        Ok(())
     }
 
     /// The new depth of an original branch's relative depth.

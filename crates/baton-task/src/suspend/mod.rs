@@ -226,24 +226,6 @@ impl analysis::Module {
         let mut out = wasm_encoder::Module::new();
         let mut saw = [false; 3]; // type, memory, export sections written
         let mut globals_written = false;
-        let state_global = |section: &mut GlobalSection| {
-            section.global(
-                GlobalType {
-                    val_type: wasm_encoder::ValType::I32,
-                    mutable: true,
-                    shared: false,
-                },
-                &ConstExpr::i32_const(0),
-            );
-            section.global(
-                GlobalType {
-                    val_type: wasm_encoder::ValType::I64,
-                    mutable: true,
-                    shared: false,
-                },
-                &ConstExpr::i64_const(i64::MAX),
-            );
-        };
         let internal = |e: wasm_encoder::reencode::Error| Refusal::Internal(e.to_string());
         for payload in Parser::new(0).parse_all(bytes) {
             let payload = payload.map_err(analysis::invalid)?;
@@ -280,14 +262,14 @@ impl analysis::Module {
                     let mut section = GlobalSection::new();
                     rt.parse_global_section(&mut section, reader)
                         .map_err(internal)?;
-                    state_global(&mut section);
+                    added_globals(&mut section);
                     out.section(&section);
                     globals_written = true;
                 }
                 Payload::ExportSection(reader) => {
                     if !globals_written {
                         let mut section = GlobalSection::new();
-                        state_global(&mut section);
+                        added_globals(&mut section);
                         out.section(&section);
                         globals_written = true;
                     }
@@ -327,6 +309,27 @@ impl analysis::Module {
         }
         Ok(out.finish())
     }
+}
+
+/// The globals the transform adds, after the module's own: the state
+/// ([`STATE_EXPORT`]) and the budget ([`BUDGET_EXPORT`]).
+fn added_globals(section: &mut GlobalSection) {
+    section.global(
+        GlobalType {
+            val_type: wasm_encoder::ValType::I32,
+            mutable: true,
+            shared: false,
+        },
+        &ConstExpr::i32_const(0),
+    );
+    section.global(
+        GlobalType {
+            val_type: wasm_encoder::ValType::I64,
+            mutable: true,
+            shared: false,
+        },
+        &ConstExpr::i64_const(i64::MAX),
+    );
 }
 
 fn frame_memory() -> wasm_encoder::MemoryType {
