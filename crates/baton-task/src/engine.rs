@@ -249,6 +249,15 @@ fn finish(
     module: wasmtime::Module,
     flavor: &Flavor,
 ) -> Result<Program, TaskError> {
+    if let Points::OneStep(why) = prepared.points() {
+        // Only when the transform refused: a caller that turned points off
+        // knows.
+        if !why.contains("turned off") {
+            tracing::warn!(
+                "this program runs as one step, with no points in the middle (it cannot be moved or resumed mid-run): {why}"
+            );
+        }
+    }
     // Resolves every import against the host now, so that a WASI
     // function imported with the wrong type is rejected at load time.
     let pre = flavor
