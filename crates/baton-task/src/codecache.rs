@@ -294,6 +294,13 @@ impl CodeCache {
 
     /// Writes a note atomically: the same header as an entry, then the note.
     fn store_note(&self, key: &blake3::Hash, note: &[u8]) -> io::Result<()> {
+        self.write_whole(key, &self.note_path(key), note)
+    }
+
+    /// Writes the header for `payload` and `payload` to a temporary file,
+    /// renamed over `dest`, so that readers (in any process) see a whole
+    /// file or none.
+    fn write_whole(&self, key: &blake3::Hash, dest: &Path, payload: &[u8]) -> io::Result<()> {
         let temp = self.dir.join(format!(
             ".{}.{}.{}{TEMP_SUFFIX}",
             key.to_hex(),
@@ -306,13 +313,14 @@ impl CodeCache {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options.open(&temp)?;
-            file.write_all(&encode_header(key, note))?;
-            file.write_all(note)?;
+            file.write_all(&encode_header(key, payload))?;
+            file.write_all(payload)?;
             drop(file);
-            fs::rename(&temp, self.note_path(key))
+            fs::rename(&temp, dest)
         };
         let result = write();
         if result.is_err() {
+            // Best effort: a leftover is removed by a later eviction.
             let _ = fs::remove_file(&temp);
         }
         result
@@ -360,30 +368,7 @@ impl CodeCache {
         let payload = module
             .serialize()
             .map_err(|e| io::Error::other(format!("cannot serialize: {e:#}")))?;
-        let header = encode_header(key, &payload);
-        let temp = self.dir.join(format!(
-            ".{}.{}.{}{TEMP_SUFFIX}",
-            key.to_hex(),
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let write = || -> io::Result<()> {
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&temp)?;
-            file.write_all(&header)?;
-            file.write_all(&payload)?;
-            drop(file);
-            fs::rename(&temp, self.entry_path(key))
-        };
-        let result = write();
-        if result.is_err() {
-            // Best effort: a leftover is removed by a later eviction.
-            let _ = fs::remove_file(&temp);
-        }
-        result
+        self.write_whole(key, &self.entry_path(key), &payload)
     }
 
     /// Removes the least recently used entries (by modification time, which

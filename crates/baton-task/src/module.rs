@@ -389,6 +389,28 @@ struct Scan {
     captured: Vec<CapturedGlobal>,
 }
 
+/// A function type: (params, results).
+pub(crate) type FuncSig = (Vec<ValType>, Vec<ValType>);
+
+/// The function types of a type section; `None` if it declares any other
+/// kind of type (GC).
+pub(crate) fn func_types(
+    reader: wasmparser::TypeSectionReader<'_>,
+) -> Result<Option<Vec<FuncSig>>, BinaryReaderError> {
+    let mut out = Vec::new();
+    for group in reader {
+        for sub in group?.into_types() {
+            match &sub.composite_type.inner {
+                CompositeInnerType::Func(f) => {
+                    out.push((f.params().to_vec(), f.results().to_vec()))
+                }
+                _ => return Ok(None),
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
 /// A parse error: the bytes are not a valid module.
 fn invalid(e: BinaryReaderError) -> ModuleError {
     ModuleError::Invalid(e.to_string())
@@ -400,16 +422,9 @@ impl Scan {
         for payload in Parser::new(0).parse_all(bytes) {
             match payload.map_err(invalid)? {
                 Payload::TypeSection(reader) => {
-                    for group in reader {
-                        for sub in group.map_err(invalid)?.into_types() {
-                            match &sub.composite_type.inner {
-                                CompositeInnerType::Func(f) => {
-                                    scan.types.push((f.params().to_vec(), f.results().to_vec()))
-                                }
-                                _ => return Err(ModuleError::Unsupported("GC types".to_string())),
-                            }
-                        }
-                    }
+                    scan.types = func_types(reader)
+                        .map_err(invalid)?
+                        .ok_or_else(|| ModuleError::Unsupported("GC types".to_string()))?;
                 }
                 Payload::ImportSection(reader) => scan.imports(reader, provided)?,
                 Payload::FunctionSection(reader) => {

@@ -87,13 +87,12 @@ pub(crate) fn add_point_mark(linker: &mut wasmtime::Linker<StoreData>) -> wasmti
 /// comes back to here. Anything else (a step task, a command run as one
 /// step) ignores it. Deterministic: the budget is.
 fn point_mark(mut caller: wasmtime::Caller<'_, StoreData>) -> wasmtime::Result<()> {
-    use wasmtime::Extern;
-    let export = |caller: &mut wasmtime::Caller<'_, StoreData>, name| caller.get_export(name);
-    let (Some(Extern::Memory(frames)), Some(Extern::Global(state)), Some(Extern::Global(budget))) = (
-        export(&mut caller, suspend::MEMORY_EXPORT),
-        export(&mut caller, suspend::STATE_EXPORT),
-        export(&mut caller, suspend::BUDGET_EXPORT),
-    ) else {
+    let Some(Suspend {
+        frames,
+        state,
+        budget,
+    }) = caller.data().suspend
+    else {
         return Ok(());
     };
     let bytes = frames.data(&caller);
@@ -130,6 +129,9 @@ fn point_mark(mut caller: wasmtime::Caller<'_, StoreData>) -> wasmtime::Result<(
 pub(crate) struct StoreData {
     pub(crate) host: Host,
     limiter: MemoryLimiter,
+    /// The frame memory and the state and budget globals of a suspendable
+    /// command, set once it is instantiated.
+    suspend: Option<Suspend>,
 }
 
 struct MemoryLimiter {
@@ -207,11 +209,9 @@ pub struct Task {
     /// The digest and encoded host state at the point the tracker was last
     /// synchronised, so that asking twice at one point costs nothing.
     synced: Option<Synced>,
-    /// The frame memory and the state and budget globals of a suspendable
-    /// command.
-    suspend: Option<Suspend>,
 }
 
+/// What a suspendable command's host side works with.
 #[derive(Clone, Copy)]
 struct Suspend {
     frames: Memory,
@@ -388,6 +388,7 @@ impl Task {
                 max_memory: limits.max_memory,
                 refused: None,
             },
+            suspend: None,
         };
         if limits.max_step_time.is_some() && !engine.step_limits() {
             return Err(TaskError::Engine(
@@ -427,10 +428,9 @@ impl Task {
             Shape::Step { .. } => Entry::Step(typed(&instance, &mut store, "baton_step")?),
             Shape::Command => Entry::Start(typed(&instance, &mut store, "_start")?),
         };
-        let mut suspend = None;
         if let Points::Anywhere { .. } = program.prepared().points() {
             let missing = |what: &str| TaskError::Instantiate(format!("no {what} export"));
-            suspend = Some(Suspend {
+            store.data_mut().suspend = Some(Suspend {
                 frames: instance
                     .get_memory(&mut store, suspend::MEMORY_EXPORT)
                     .ok_or_else(|| missing(suspend::MEMORY_EXPORT))?,
@@ -456,7 +456,6 @@ impl Task {
             failed: false,
             tracker: Tracker::default(),
             synced: None,
-            suspend,
         })
     }
 
@@ -527,7 +526,7 @@ impl Task {
             frames,
             state,
             budget,
-        }) = self.suspend
+        }) = self.store.data().suspend
         else {
             return f.call(&mut self.store, ()).map(|()| false);
         };

@@ -11,8 +11,8 @@
 //! This module only reads; it must not encode anything.
 
 use wasmparser::{
-    BinaryReaderError, BlockType, CompositeInnerType, ElementItems, ElementKind, Operator, Parser,
-    Payload, TypeRef, ValType,
+    BinaryReaderError, BlockType, ElementItems, ElementKind, Operator, Parser, Payload, TypeRef,
+    ValType,
 };
 
 /// Why a module cannot be made suspendable; it then runs as one step.
@@ -80,16 +80,9 @@ impl Module {
         for payload in Parser::new(0).parse_all(bytes) {
             match payload.map_err(invalid)? {
                 Payload::TypeSection(reader) => {
-                    for group in reader {
-                        for sub in group.map_err(invalid)?.into_types() {
-                            match &sub.composite_type.inner {
-                                CompositeInnerType::Func(f) => {
-                                    m.types.push((f.params().to_vec(), f.results().to_vec()))
-                                }
-                                _ => return Err(Refusal::Uses("GC types".to_string())),
-                            }
-                        }
-                    }
+                    m.types = crate::module::func_types(reader)
+                        .map_err(invalid)?
+                        .ok_or_else(|| Refusal::Uses("GC types".to_string()))?;
                 }
                 Payload::ImportSection(reader) => {
                     for import in reader.into_imports() {

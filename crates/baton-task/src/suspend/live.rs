@@ -12,7 +12,7 @@
 //! structured code (iterated until every loop header's set is stable). It
 //! must not emit anything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use wasmparser::Operator;
 
@@ -86,8 +86,45 @@ pub(crate) fn liveness(
     after: &[usize],
     before: &[usize],
 ) -> Liveness {
-    // Where each block, loop or if ends, found by one forward walk.
-    let mut opener_of_end: HashMap<usize, usize> = HashMap::new();
+    let openers = openers(ops);
+    let want_after: HashSet<usize> = after.iter().copied().collect();
+    let want_before: HashSet<usize> = before.iter().copied().collect();
+    let mut loops: HashMap<usize, Set> = HashMap::new();
+    // Each pass can only grow the loop headers' sets, which are bounded, so
+    // this ends; in practice after two or three passes.
+    loop {
+        let mut out = Liveness {
+            after: HashMap::new(),
+            before: HashMap::new(),
+        };
+        let mut walk = Walk {
+            ops,
+            locals,
+            openers: &openers,
+            loops: &mut loops,
+            live: Set::with_capacity(locals),
+            frames: Vec::new(),
+            changed: false,
+        };
+        for i in (0..ops.len()).rev() {
+            if want_after.contains(&i) {
+                out.after.insert(i, walk.live.clone());
+            }
+            walk.step(i);
+            if want_before.contains(&i) {
+                out.before.insert(i, walk.live.clone());
+            }
+        }
+        if !walk.changed {
+            return out;
+        }
+    }
+}
+
+/// The block, loop or if each `end` closes (`usize::MAX` for the
+/// function's own), by one forward walk.
+fn openers(ops: &[Operator<'_>]) -> HashMap<usize, usize> {
+    let mut opener_of_end = HashMap::new();
     let mut open: Vec<usize> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         match op {
@@ -98,97 +135,100 @@ pub(crate) fn liveness(
             _ => {}
         }
     }
-    let want_after: std::collections::HashSet<usize> = after.iter().copied().collect();
-    let want_before: std::collections::HashSet<usize> = before.iter().copied().collect();
-    let mut loops: HashMap<usize, Set> = HashMap::new();
-    // Each pass can only grow the loop headers' sets, which are bounded, so
-    // this ends; in practice after two or three passes.
-    loop {
-        let mut out = Liveness {
-            after: HashMap::new(),
-            before: HashMap::new(),
+    opener_of_end
+}
+
+/// One backward pass: the live set and the frames around the operator.
+struct Walk<'w, 'a> {
+    ops: &'w [Operator<'a>],
+    locals: usize,
+    openers: &'w HashMap<usize, usize>,
+    /// Live at each loop header, from the passes so far.
+    loops: &'w mut HashMap<usize, Set>,
+    live: Set,
+    frames: Vec<Frame>,
+    /// Whether a loop header's set grew in this pass.
+    changed: bool,
+}
+
+impl Walk<'_, '_> {
+    /// From live after operator `i` to live before it.
+    fn step(&mut self, i: usize) {
+        let locals = self.locals;
+        match &self.ops[i] {
+            Operator::End => self.end(i),
+            Operator::Else => {
+                if let Some(f) = self.frames.last_mut() {
+                    f.else_start = Some(self.live.clone());
+                    self.live = f.end.clone();
+                }
+            }
+            Operator::Block { .. } => {
+                self.frames.pop();
+            }
+            Operator::Loop { .. } => {
+                if let Some(f) = self.frames.pop() {
+                    let known = self
+                        .loops
+                        .entry(f.opener)
+                        .or_insert_with(|| Set::with_capacity(locals));
+                    let was = known.clone();
+                    known.union(&self.live);
+                    if *known != was {
+                        self.changed = true;
+                    }
+                }
+            }
+            Operator::If { .. } => {
+                if let Some(f) = self.frames.pop() {
+                    self.live.union(f.else_start.as_ref().unwrap_or(&f.end));
+                }
+            }
+            Operator::Br { relative_depth } => {
+                self.live = label(&self.frames, *relative_depth, locals);
+            }
+            Operator::BrIf { relative_depth } => {
+                self.live
+                    .union(&label(&self.frames, *relative_depth, locals));
+            }
+            Operator::BrTable { targets } => {
+                let mut all = label(&self.frames, targets.default(), locals);
+                for t in targets.targets().flatten() {
+                    all.union(&label(&self.frames, t, locals));
+                }
+                self.live = all;
+            }
+            Operator::Return | Operator::Unreachable => self.live.clear(),
+            Operator::LocalGet { local_index } => self.live.insert(*local_index),
+            Operator::LocalSet { local_index } | Operator::LocalTee { local_index } => {
+                self.live.remove(*local_index)
+            }
+            _ => {}
+        }
+    }
+
+    /// Walking backward, an `end` opens a frame: its label is live at its
+    /// end (a block, an if) or at its header (a loop, as known so far).
+    fn end(&mut self, i: usize) {
+        let opener = self.openers.get(&i).copied().unwrap_or(usize::MAX);
+        if opener == usize::MAX {
+            // The function's end: nothing is live after it.
+            self.live.clear();
+        }
+        let label = match self.ops.get(opener) {
+            Some(Operator::Loop { .. }) => self
+                .loops
+                .get(&opener)
+                .cloned()
+                .unwrap_or_else(|| Set::with_capacity(self.locals)),
+            _ => self.live.clone(),
         };
-        let mut changed = false;
-        let mut live = Set::with_capacity(locals);
-        let mut frames: Vec<Frame> = Vec::new();
-        for i in (0..ops.len()).rev() {
-            if want_after.contains(&i) {
-                out.after.insert(i, live.clone());
-            }
-            match &ops[i] {
-                Operator::End => {
-                    let opener = opener_of_end.get(&i).copied().unwrap_or(usize::MAX);
-                    if opener == usize::MAX {
-                        // The function's end: nothing is live after it.
-                        live.clear();
-                    }
-                    let label = match ops.get(opener) {
-                        Some(Operator::Loop { .. }) => loops
-                            .get(&opener)
-                            .cloned()
-                            .unwrap_or_else(|| Set::with_capacity(locals)),
-                        _ => live.clone(),
-                    };
-                    frames.push(Frame {
-                        opener,
-                        label,
-                        end: live.clone(),
-                        else_start: None,
-                    });
-                }
-                Operator::Else => {
-                    if let Some(f) = frames.last_mut() {
-                        f.else_start = Some(live.clone());
-                        live = f.end.clone();
-                    }
-                }
-                Operator::Block { .. } => {
-                    frames.pop();
-                }
-                Operator::Loop { .. } => {
-                    if let Some(f) = frames.pop() {
-                        let known = loops
-                            .entry(f.opener)
-                            .or_insert_with(|| Set::with_capacity(locals));
-                        let was = known.clone();
-                        known.union(&live);
-                        if *known != was {
-                            changed = true;
-                        }
-                    }
-                }
-                Operator::If { .. } => {
-                    if let Some(f) = frames.pop() {
-                        live.union(f.else_start.as_ref().unwrap_or(&f.end));
-                    }
-                }
-                Operator::Br { relative_depth } => {
-                    live = label(&frames, *relative_depth, locals);
-                }
-                Operator::BrIf { relative_depth } => {
-                    live.union(&label(&frames, *relative_depth, locals));
-                }
-                Operator::BrTable { targets } => {
-                    let mut all = label(&frames, targets.default(), locals);
-                    for t in targets.targets().flatten() {
-                        all.union(&label(&frames, t, locals));
-                    }
-                    live = all;
-                }
-                Operator::Return | Operator::Unreachable => live.clear(),
-                Operator::LocalGet { local_index } => live.insert(*local_index),
-                Operator::LocalSet { local_index } | Operator::LocalTee { local_index } => {
-                    live.remove(*local_index)
-                }
-                _ => {}
-            }
-            if want_before.contains(&i) {
-                out.before.insert(i, live.clone());
-            }
-        }
-        if !changed {
-            return out;
-        }
+        self.frames.push(Frame {
+            opener,
+            label,
+            end: self.live.clone(),
+            else_start: None,
+        });
     }
 }
 
