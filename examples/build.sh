@@ -53,7 +53,7 @@ build_step() { # source in examples/ -> .wasm next to it
 }
 
 echo "building examples with $CLANG"
-for src in pi.c render.c nbody.c bigstate.c countdown.c probe.c spew.c \
+for src in pi.c render.c nbody.c bigstate.c churn.c countdown.c probe.c spew.c \
            hostile/spin.c hostile/membomb.c hostile/trap.c hostile/stackbomb.c; do
     build_step "$src"
 done
