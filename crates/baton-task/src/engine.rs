@@ -16,6 +16,7 @@ use wasmtime::{Config, InstancePre, Linker, OptLevel, Strategy};
 use crate::codecache::{CodeCache, CodeSource};
 use crate::digest::Digest;
 use crate::module::{self, ModuleError, Points, PreparedModule, Shape};
+use crate::state::DirtyTracking;
 use crate::task::StoreData;
 use crate::wasi;
 use crate::TaskError;
@@ -48,6 +49,8 @@ pub const TASK_THREAD_STACK: usize = 8 << 20;
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    /// How tasks created on this engine find their changed pages.
+    tracking: DirtyTracking,
 }
 
 struct Flavor {
@@ -97,6 +100,25 @@ fn flavor(nan_canonicalisation: bool, interruptible: bool) -> Result<Flavor, Tas
         .map_err(|e| TaskError::Engine(format!("{e:#}")))?;
     crate::task::add_point_mark(&mut linker).map_err(|e| TaskError::Engine(format!("{e:#}")))?;
     Ok(Flavor { engine, linker })
+}
+
+/// The best tracker this machine offers, unless `BATON_DIRTY_PAGES` is
+/// `compare`. Where the kernel cannot, says why once (at `-v`).
+fn dirty_tracking() -> DirtyTracking {
+    if std::env::var_os("BATON_DIRTY_PAGES").is_some_and(|v| v == "compare") {
+        return DirtyTracking::Compare;
+    }
+    let (best, why) = DirtyTracking::best();
+    if let Some(why) = why {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::info!(
+                %why,
+                "dirty pages: the kernel cannot track them; comparing memory at every point instead"
+            );
+        });
+    }
+    best
 }
 
 /// The code cache engines use: [`CodeCache::default_dir`], unless
@@ -157,7 +179,23 @@ impl Engine {
                 cache: code_cache(),
                 stop,
             }),
+            tracking: dirty_tracking(),
         })
+    }
+
+    /// How tasks on this engine find the pages a step changed.
+    pub fn dirty_tracking(&self) -> DirtyTracking {
+        self.tracking
+    }
+
+    /// This engine (sharing its compiled code), with tasks created from
+    /// now on tracking changed pages `tracking`'s way. Asking for
+    /// [`DirtyTracking::Kernel`] where the kernel cannot still compares.
+    pub fn with_dirty_tracking(&self, tracking: DirtyTracking) -> Engine {
+        Engine {
+            inner: self.inner.clone(),
+            tracking,
+        }
     }
 
     /// Whether tasks on this engine can have a `max_step_time`.

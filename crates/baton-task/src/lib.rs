@@ -55,6 +55,7 @@
 pub mod checkpoint;
 mod codecache;
 pub mod digest;
+mod dirty;
 mod engine;
 mod error;
 pub mod module;
@@ -69,5 +70,5 @@ pub use codecache::{CacheError, CodeCache, CodeSource};
 pub use digest::Digest;
 pub use engine::{Engine, Program, EPOCH_TICK, MAX_WASM_STACK, TASK_THREAD_STACK};
 pub use error::TaskError;
-pub use state::State;
+pub use state::{DirtyTracking, State};
 pub use task::{Limits, StepOutcome, Task, TaskConfig, DEFAULT_POINT_EVERY};

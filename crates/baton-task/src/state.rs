@@ -3,10 +3,11 @@
 //! This module owns [`State`] (everything needed to continue a task from a
 //! point, DESIGN §2), the canonical form that the state [`Digest`] hashes,
 //! and the page tracker that keeps a running task's digest and deltas cheap:
-//! it remembers the memory as of the last point and a hash per page, so the
-//! work at a point grows with the pages that changed, plus one `memcmp` pass
-//! over the memory (the one part that grows with memory size: wasm gives no
-//! write barrier, and the OS's dirty bits are per process, not per task).
+//! it keeps a hash per page and re-hashes only the pages written since the
+//! last point. Which pages those are, the kernel says where it can
+//! ([`crate::dirty`]); elsewhere a copy of the memory as of the last point
+//! is compared with it, one pass over the whole memory per point (wasm has
+//! no write barrier of its own).
 //!
 //! It does not encode checkpoints ([`crate::checkpoint`]) and never touches
 //! wasmtime: a running task hands it plain bytes.
@@ -223,71 +224,273 @@ impl PageSet {
     }
 }
 
-/// A running task's memory as of its last synchronised point, with page
-/// hashes and the pages changed since the delta base.
-#[derive(Debug, Default)]
+/// How a running task's changed pages are found at a point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirtyTracking {
+    /// The kernel says which pages were written (userfaultfd
+    /// write-protection in asynchronous mode and `PAGEMAP_SCAN`, Linux 6.7
+    /// and later): a point costs what the step wrote, and no copy of the
+    /// memory is kept.
+    Kernel,
+    /// The memory is compared with a copy of it kept since the last point:
+    /// a pass over the whole memory at every point, and twice the memory.
+    Compare,
+}
+
+impl DirtyTracking {
+    /// The best this machine offers: [`DirtyTracking::Kernel`] if the
+    /// kernel can (checked once per process), else
+    /// [`DirtyTracking::Compare`] with the reason.
+    pub fn best() -> (DirtyTracking, Option<String>) {
+        match crate::dirty::probe() {
+            Ok(()) => (DirtyTracking::Kernel, None),
+            Err(why) => (DirtyTracking::Compare, Some(why.0)),
+        }
+    }
+
+    /// A short name for the user (`baton inspect`, logs).
+    pub fn describe(self) -> &'static str {
+        match self {
+            DirtyTracking::Kernel => "kernel (userfaultfd write-protection, PAGEMAP_SCAN)",
+            DirtyTracking::Compare => "compare with a copy of the memory",
+        }
+    }
+}
+
+/// A running task's page hashes as of its last synchronised point, the
+/// pages changed since the delta base, and the means of finding which
+/// pages changed ([`DirtyTracking`]).
+///
+/// Whichever way pages are found, a page counts as changed when its hash
+/// differs from the one it had at the previous sync, so both ways yield
+/// the same digests and the same deltas, byte for byte.
+#[derive(Debug)]
 pub(crate) struct Tracker {
-    shadow: Vec<u8>,
     hashes: Vec<[u8; 32]>,
     /// Pages changed since the base was taken.
     since_base: PageSet,
     /// The digest of the base, once one was taken.
     base: Option<Digest>,
+    way: Way,
+}
+
+enum Way {
+    /// Nothing tracked yet: the next sync hashes every page, then tracks
+    /// the way given.
+    Unarmed(DirtyTracking),
+    /// A copy of the memory as of the last sync.
+    Compare { shadow: Vec<u8> },
+    /// The kernel's record of written pages; `open` counts the syncs since
+    /// protection was turned off.
+    Kernel {
+        written: crate::dirty::Written,
+        open: u32,
+    },
+}
+
+impl std::fmt::Debug for Way {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Way::Unarmed(t) => write!(f, "Unarmed({t:?})"),
+            Way::Compare { shadow } => write!(f, "Compare({} bytes)", shadow.len()),
+            Way::Kernel { open, .. } => write!(f, "Kernel(open for {open})"),
+        }
+    }
+}
+
+/// Past this share of the pages written between two points, protection is
+/// turned off: a write fault per page (about 1.3 µs) then costs more than
+/// hashing every page at the point.
+const OPEN_ABOVE: (usize, usize) = (1, 2);
+/// While off, protection comes back once fewer than this share of the
+/// pages changed at a sync.
+const PROTECT_BELOW: (usize, usize) = (1, 4);
+
+fn share_above(part: usize, whole: usize, (num, den): (usize, usize)) -> bool {
+    part * den > whole * num
 }
 
 impl Tracker {
-    /// Starts tracking from a restored state: its memory is the shadow and,
-    /// as the peer holds it, a valid base.
-    pub(crate) fn from_state(state: &State, digest: Digest) -> Tracker {
-        let mut shadow = big_buffer(state.memory.len());
-        shadow.extend_from_slice(&state.memory);
+    /// A tracker that has seen nothing yet: the first sync hashes every
+    /// page.
+    pub(crate) fn new(tracking: DirtyTracking) -> Tracker {
         Tracker {
-            shadow,
-            hashes: state.hashes.clone(),
+            hashes: Vec::new(),
             since_base: PageSet::default(),
-            base: Some(digest),
+            base: None,
+            way: Way::Unarmed(tracking),
         }
     }
 
-    /// Brings the shadow up to date with `live`; returns how many pages
-    /// changed since the previous sync.
+    /// Starts tracking from a restored state whose memory `live` now holds:
+    /// it is, as the peer holds it, a valid base.
+    pub(crate) fn from_state(
+        state: &State,
+        digest: Digest,
+        tracking: DirtyTracking,
+        live: &[u8],
+    ) -> Tracker {
+        let mut t = Tracker {
+            hashes: state.hashes.clone(),
+            since_base: PageSet::default(),
+            base: Some(digest),
+            way: Way::Unarmed(tracking),
+        };
+        t.arm(tracking, live);
+        t
+    }
+
+    /// The way pages are found now (after a fallback, the compare).
+    pub(crate) fn tracking(&self) -> DirtyTracking {
+        match &self.way {
+            Way::Unarmed(t) => *t,
+            Way::Compare { .. } => DirtyTracking::Compare,
+            Way::Kernel { .. } => DirtyTracking::Kernel,
+        }
+    }
+
+    fn arm(&mut self, tracking: DirtyTracking, live: &[u8]) {
+        if tracking == DirtyTracking::Kernel {
+            match crate::dirty::Written::arm(live) {
+                Ok(written) => {
+                    self.way = Way::Kernel { written, open: 0 };
+                    return;
+                }
+                Err(why) => tracing::debug!(%why, "dirty pages: falling back to the compare"),
+            }
+        }
+        let mut shadow = big_buffer(live.len());
+        shadow.extend_from_slice(live);
+        self.way = Way::Compare { shadow };
+    }
+
+    /// Re-hashes page `i` of `live`; returns whether it changed.
+    fn rehash(&mut self, live: &[u8], i: usize) -> bool {
+        let page = &live[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
+        let h = hash_page(page);
+        if i < self.hashes.len() {
+            if self.hashes[i] == h {
+                return false;
+            }
+            self.hashes[i] = h;
+        } else {
+            self.hashes.push(h);
+        }
+        self.since_base.insert(i);
+        true
+    }
+
+    /// Re-hashes every page (the first sync, or after the kernel failed).
+    fn rehash_all(&mut self, live: &[u8]) -> usize {
+        self.hashes
+            .reserve((live.len() / PAGE_SIZE).saturating_sub(self.hashes.len()));
+        (0..live.len() / PAGE_SIZE)
+            .filter(|&i| self.rehash(live, i))
+            .count()
+    }
+
+    /// Brings the hashes up to date with `live` (whose length is a whole
+    /// number of pages and never shrinks); returns how many pages changed
+    /// since the previous sync.
     pub(crate) fn sync(&mut self, live: &[u8]) -> usize {
+        match &mut self.way {
+            Way::Unarmed(tracking) => {
+                let tracking = *tracking;
+                let changed = self.rehash_all(live);
+                self.arm(tracking, live);
+                changed
+            }
+            Way::Compare { shadow } => {
+                let mut shadow = std::mem::take(shadow);
+                let changed = self.compare(&mut shadow, live);
+                self.way = Way::Compare { shadow };
+                changed
+            }
+            Way::Kernel { .. } => match self.kernel_sync(live) {
+                Ok(changed) => changed,
+                Err(why) => {
+                    tracing::warn!(%why, "dirty pages: the kernel failed; comparing from now on");
+                    let changed = self.rehash_all(live);
+                    self.arm(DirtyTracking::Compare, live);
+                    changed
+                }
+            },
+        }
+    }
+
+    fn kernel_sync(&mut self, live: &[u8]) -> Result<usize, crate::dirty::Unavailable> {
+        let Way::Kernel { written, .. } = &mut self.way else {
+            return Ok(0);
+        };
+        if !written.covers(live) {
+            return Err(crate::dirty::Unavailable("the memory moved".to_string()));
+        }
+        let was_open = written.is_open();
+        let mut runs = Vec::new();
+        written.scan(&mut |first, count| runs.push((first, count)))?;
+        written.grow(live)?;
+        let old_pages = self.hashes.len();
+        let mut seen = 0;
         let mut changed = 0;
-        let old_len = self.shadow.len();
-        if live.len() > self.shadow.capacity() {
+        for (first, count) in runs {
+            for i in first..(first + count).min(old_pages) {
+                seen += 1;
+                changed += usize::from(self.rehash(live, i));
+            }
+        }
+        for i in old_pages..live.len() / PAGE_SIZE {
+            changed += usize::from(self.rehash(live, i));
+        }
+        let pages = live.len() / PAGE_SIZE;
+        let Way::Kernel { written, open } = &mut self.way else {
+            return Ok(changed);
+        };
+        if was_open {
+            *open += 1;
+            if !share_above(changed, pages, PROTECT_BELOW) {
+                written.protect()?;
+                *open = 0;
+            }
+        } else if share_above(seen, pages, OPEN_ABOVE) {
+            written.open()?;
+        }
+        Ok(changed)
+    }
+
+    /// The compare: `shadow` is the memory as of the previous sync.
+    fn compare(&mut self, shadow: &mut Vec<u8>, live: &[u8]) -> usize {
+        let mut changed = 0;
+        let old_len = shadow.len();
+        if live.len() > shadow.capacity() {
             // Grow geometrically (memory often grows a page at a time), in
             // a huge-page-backed buffer; untouched capacity costs nothing.
             let mut bigger = big_buffer(
                 live.len()
-                    .max((self.shadow.capacity() * 2).min(MAX_WASM32_MEMORY)),
+                    .max((shadow.capacity() * 2).min(MAX_WASM32_MEMORY)),
             );
-            bigger.extend_from_slice(&self.shadow);
-            self.shadow = bigger;
+            bigger.extend_from_slice(shadow);
+            *shadow = bigger;
             self.hashes
-                .reserve(live.len() / PAGE_SIZE - self.hashes.len());
+                .reserve((live.len() / PAGE_SIZE).saturating_sub(self.hashes.len()));
         }
         for (i, page) in live.chunks(PAGE_SIZE).enumerate() {
             let start = i * PAGE_SIZE;
             if start < old_len {
-                let shadow = &mut self.shadow[start..start + PAGE_SIZE];
-                if shadow != page {
-                    shadow.copy_from_slice(page);
+                let old = &mut shadow[start..start + PAGE_SIZE];
+                if old != page {
+                    old.copy_from_slice(page);
                     self.hashes[i] = hash_page(page);
                     self.since_base.insert(i);
                     changed += 1;
                 }
             } else {
-                self.shadow.extend_from_slice(page);
+                shadow.extend_from_slice(page);
                 self.hashes.push(hash_page(page));
                 self.since_base.insert(i);
                 changed += 1;
             }
         }
         changed
-    }
-
-    pub(crate) fn memory(&self) -> &[u8] {
-        &self.shadow
     }
 
     pub(crate) fn hashes(&self) -> &[[u8; 32]] {
@@ -327,7 +530,7 @@ mod tests {
 
     #[test]
     fn tracker_finds_changed_and_new_pages() {
-        let mut t = Tracker::default();
+        let mut t = Tracker::new(DirtyTracking::Compare);
         let mut mem = vec![0u8; WASM_PAGE_SIZE];
         assert_eq!(t.sync(&mem), WASM_PAGE_SIZE / PAGE_SIZE);
         t.set_base(Digest::of(b"base"));
@@ -338,7 +541,6 @@ mod tests {
         let since: Vec<_> = t.changed_since_base().collect();
         assert_eq!(since[0], 3);
         assert_eq!(since.len(), changed);
-        assert_eq!(t.memory(), &mem[..]);
         let fresh: Vec<_> = mem.chunks(PAGE_SIZE).map(hash_page).collect();
         assert_eq!(t.hashes(), &fresh[..]);
     }

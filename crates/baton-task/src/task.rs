@@ -20,7 +20,7 @@ use crate::checkpoint::{self, Checkpoint, Kind};
 use crate::digest::Digest;
 use crate::engine::{Engine, Program, EPOCH_TICK};
 use crate::module::{GlobalKind, Points, Shape};
-use crate::state::{canonical_digest, GlobalValue, State, Tracker, PAGE_SIZE};
+use crate::state::{canonical_digest, DirtyTracking, GlobalValue, State, Tracker, PAGE_SIZE};
 use crate::suspend::{self, BUDGET, FRAMES, REWINDING, STATE, TOP, UNWINDING};
 use crate::wasi::{ClockMode, Host, HostConfig, HostState, OutputSink, ProcExit};
 use crate::wasi::{HostError, Unwound};
@@ -370,7 +370,12 @@ impl Task {
         let digest = state
             .digest()
             .map_err(|e| TaskError::BadState(e.to_string()))?;
-        task.tracker = Tracker::from_state(state, digest);
+        task.tracker = Tracker::from_state(
+            state,
+            digest,
+            engine.dirty_tracking(),
+            task.memory.data(&task.store),
+        );
         Ok(task)
     }
 
@@ -454,7 +459,7 @@ impl Task {
             point: 0,
             finished: None,
             failed: false,
-            tracker: Tracker::default(),
+            tracker: Tracker::new(engine.dirty_tracking()),
             synced: None,
         })
     }
@@ -640,6 +645,12 @@ impl Task {
         self.finished
     }
 
+    /// How this task's changed pages are found at points (the engine's
+    /// choice, or the compare after the kernel could not).
+    pub fn dirty_tracking(&self) -> DirtyTracking {
+        self.tracker.tracking()
+    }
+
     /// The program this task runs.
     pub fn program(&self) -> &Program {
         &self.program
@@ -684,7 +695,7 @@ impl Task {
                 &self.program.digest(),
                 self.point,
                 self.finished,
-                self.tracker.memory().len(),
+                self.memory.data_size(&self.store),
                 self.tracker.hashes(),
                 &globals,
                 &host,
@@ -721,7 +732,8 @@ impl Task {
             point: self.point,
             finished: self.finished,
             digest: synced.digest,
-            memory: self.tracker.memory(),
+            // At a synchronised point the live memory is the point's.
+            memory: self.memory.data(&self.store),
             globals: &synced.globals,
             host: &synced.host,
         };
@@ -793,7 +805,7 @@ impl Task {
             self.program.digest(),
             self.point,
             self.finished,
-            self.tracker.memory().to_vec(),
+            self.memory.data(&self.store).to_vec(),
             synced.globals.clone(),
             self.store.data().host.state.clone(),
         )
