@@ -187,7 +187,12 @@ mod tests {
             session: crate::roles::SessionId(1),
         });
         let mut stub = Canned {
-            actions: vec![Action::Continue, Action::Stop],
+            actions: vec![
+                Action::Continue {
+                    batch: crate::output::Batch::ONE,
+                },
+                Action::Stop,
+            ],
             transmits: vec![Transmit::new(goodbye)],
             events: vec![Event::Divergence {
                 point: Point(1),

@@ -3,42 +3,51 @@
 //! Owns [`ExecutorEvent`] (news from the task runtime) and [`LinkEvent`]
 //! (news from the transport). Plain data.
 
-use crate::state::{Blob, Checkpoint, FailKind, Outcome, StateRef};
+use crate::state::{Checkpoint, FailKind, Outcome, OutputChunk, StateRef};
 
 /// News from the side's executor (the task runtime driven by the driver).
 ///
-/// The executor contract: after every step the executor stops at the point
-/// and reports [`ExecutorEvent::Reached`]; it runs the next step only when
-/// the stub says [`crate::Action::Continue`] (or `Run`). So "pause at the next
-/// point" is simply the stub not saying `Continue`.
+/// The executor contract: after every batch of steps (one step, or as many
+/// as the action's [`crate::Batch`] allows) the executor stops at the point
+/// and reports [`ExecutorEvent::Reached`]; it runs on only when the stub
+/// says [`crate::Action::Continue`] (or `Run`). So "pause at the next point"
+/// is simply the stub not saying `Continue` (and [`crate::Action::Yield`]
+/// while a batch runs). Output is reported per step, by point, so that
+/// every point's output is delivered once however the steps were batched.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExecutorEvent {
-    /// A step ended: the executor is paused at `state`. `output` is what the
-    /// step wrote (stdout and stderr, framed by the driver).
+    /// A batch ended: the executor is paused at `state`. `output` is what
+    /// each step wrote (stdout and stderr, framed by the driver), one chunk
+    /// for every point after the batch's start up to `state`, in order.
     Reached {
         /// The point reached and its digest.
         state: StateRef,
-        /// The step's output.
-        output: Blob,
+        /// The batch's output, a chunk per point.
+        output: Vec<OutputChunk>,
     },
     /// The last step ended and the task finished with `outcome` at `state`.
     Finished {
         /// The final point and its digest.
         state: StateRef,
-        /// The last step's output.
-        output: Blob,
+        /// The batch's output, a chunk per point.
+        output: Vec<OutputChunk>,
         /// The exit status (or failure).
         outcome: Outcome,
     },
-    /// The step after `at` failed (a trap or a limit). By determinism it
-    /// would fail the same way anywhere, so this ends the task.
+    /// A step of the batch that started at `at` failed (a trap or a
+    /// limit). By determinism it would fail the same way anywhere, so this
+    /// ends the task, at `at`: the points the batch passed before the
+    /// failing step were never captured.
     Failed {
-        /// The point the failed step started from.
+        /// The point the batch started from.
         at: StateRef,
         /// What stopped it.
         kind: FailKind,
         /// Why, for the user.
         reason: String,
+        /// The output of the batch's steps before the failing one, a chunk
+        /// per point (the user sees everything an uninterrupted run shows).
+        output: Vec<OutputChunk>,
     },
     /// The answer to [`crate::Action::Capture`].
     Captured(Checkpoint),

@@ -37,10 +37,12 @@
 //! drain order that every driver (the simulator included) shares:
 //!
 //! 1. every action, in order ([`Sink::action`]):
-//!    - `Run`, `Continue`, `Stop`, `Capture`: drive the executor. After every
-//!      step it reports [`ExecutorEvent::Reached`] and waits; it runs the next
-//!      step only on `Continue`. A `Capture` is answered with
-//!      [`ExecutorEvent::Captured`].
+//!    - `Run`, `Continue`, `Yield`, `Stop`, `Capture`: drive the executor.
+//!      After every batch of steps (one step, or more while the action's
+//!      [`Batch`] lasts, ended early by `Yield`) it reports
+//!      [`ExecutorEvent::Reached`], with each step's output by its point,
+//!      and waits; it runs on only on `Continue`. A `Capture` is answered
+//!      with [`ExecutorEvent::Captured`].
 //!    - `Persist`: write the request atomically (fsync), then call
 //!      `handle_persisted(seq)`. Requests complete in order. A stub never
 //!      acknowledges a state to its peer, or passes a point, before the
@@ -62,7 +64,7 @@
 //! ```
 //! use baton_proto::{
 //!     drain, Action, Blob, Digest, Event, ExecutorEvent, LocalConfig, LocalStub, ModuleRef,
-//!     Outcome, Point, Sink, StateRef, Stub, TaskId, Time, Transmit,
+//!     Outcome, OutputChunk, Point, Sink, StateRef, Stub, TaskId, Time, Transmit,
 //! };
 //! use baton_proto::policy::Migrate;
 //! use std::sync::Arc;
@@ -74,7 +76,10 @@
 //!     fn step(&mut self) {
 //!         self.at += 1;
 //!         let state = Self::state(self.at);
-//!         let output = Blob::from(format!("step {}\n", self.at).into_bytes());
+//!         let bytes = Blob::from(format!("step {}\n", self.at).into_bytes());
+//!         // One step per batch here; a real executor may run several and
+//!         // report each step's output by its point.
+//!         let output = vec![OutputChunk { point: Point(self.at), bytes }];
 //!         self.queued.push(if self.at == 3 {
 //!             ExecutorEvent::Finished { state, output, outcome: Outcome::Exit(0) }
 //!         } else {
@@ -88,9 +93,9 @@
 //! impl Sink for Driver {
 //!     fn action(&mut self, action: Action) {
 //!         match action {
-//!             Action::Run { from } => { self.exec.at = from.point.0; self.exec.step() }
-//!             Action::Continue => self.exec.step(),
-//!             Action::Stop | Action::Capture { .. } => {}
+//!             Action::Run { from, .. } => { self.exec.at = from.point.0; self.exec.step() }
+//!             Action::Continue { .. } => self.exec.step(),
+//!             Action::Stop | Action::Yield | Action::Capture { .. } => {}
 //!             Action::Persist(req) => self.durable = Some(req.seq), // write + fsync here
 //!             Action::Deliver(chunk) => self.out.extend_from_slice(chunk.bytes.as_bytes()),
 //!             Action::Finish { .. } => self.finished = true,
@@ -160,13 +165,13 @@ mod timer;
 pub mod sim;
 
 pub use codec::{DecodeError, Limits};
-pub use config::{LocalConfig, Mutations, RemoteConfig, Timing};
+pub use config::{LocalConfig, Mutations, RemoteConfig, SyncEvery, Timing};
 pub use drive::{drain, Sink, Stub};
 pub use input::{ExecutorEvent, LinkEvent};
 pub use journal::{LocalRecord, PersistRequest, Record, RemoteRecord, StateWrite};
 pub use local::LocalStub;
 pub use message::{Channel, Message, ModuleRef, TaskId};
-pub use output::{Action, Event, Transmit};
+pub use output::{Action, Batch, Event, Transmit};
 pub use remote::RemoteStub;
 pub use roles::{Agreement, Assignment, Epoch, Mode, SessionId, Side};
 pub use state::{Blob, Checkpoint, Digest, FailKind, Outcome, OutputChunk, Point, StateRef};

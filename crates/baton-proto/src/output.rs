@@ -22,9 +22,19 @@ pub enum Action {
     Run {
         /// The state to run from.
         from: StateRef,
+        /// How many steps to run before reporting.
+        batch: Batch,
     },
-    /// The executor is paused at a point: run the next step.
-    Continue,
+    /// The executor is paused at a point: run the next step (or steps, as
+    /// `batch` allows).
+    Continue {
+        /// How many steps to run before reporting.
+        batch: Batch,
+    },
+    /// End the batch in flight at the next point (the stub wants the
+    /// executor back: a migration, a reconfiguration, a drain). A step in
+    /// flight still runs to its end.
+    Yield,
     /// Stop executing: abandon any step in flight and stay idle.
     Stop,
     /// Produce a checkpoint of `state` (from the paused executor, or from
@@ -52,6 +62,27 @@ pub enum Action {
         /// How it ended.
         outcome: Outcome,
     },
+}
+
+/// How far the executor may run before it reports a point: at least one
+/// step, then more while `budget` lasts, never past `stop_at`, and never
+/// after an [`Action::Yield`]. The points in between are never digested,
+/// persisted or shipped: this is how a side syncs at most every
+/// `--sync-every` (each step's output is still reported by its point).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Wall time after which no further step starts. Zero: one step.
+    pub budget: Duration,
+    /// The batch ends at this point at the latest (`--migrate point:N`).
+    pub stop_at: Option<Point>,
+}
+
+impl Batch {
+    /// One step, then report.
+    pub const ONE: Batch = Batch {
+        budget: Duration::ZERO,
+        stop_at: None,
+    };
 }
 
 /// A message for the peer, with the channel it should travel on.

@@ -17,7 +17,7 @@ use crate::message::{
     Accept, Ack, ErrorCode, ErrorMsg, Finish, FinishedMsg, Goodbye, Heartbeat, Hello, Message,
     OutputMsg, Proposal, Reject, RejectReason, Summary, Welcome,
 };
-use crate::output::{point_of, Action, Event, Transmit};
+use crate::output::{point_of, Action, Batch, Event, Transmit};
 use crate::policy::Measurements;
 use crate::roles::{Agreement, Assignment, Epoch, Mode, SessionId, Side};
 use crate::state::{Blob, Outcome, OutputChunk, Point, StateRef};
@@ -114,8 +114,10 @@ impl RemoteStub {
         let mutations = cfg.mutations();
         let window = cfg.lineage_window;
         let has_module = cfg.has_module;
+        let mut core = StubCore::new(Side::Remote, Timing::default(), mutations, window);
+        core.sync_every = cfg.sync_every;
         RemoteStub {
-            core: StubCore::new(Side::Remote, Timing::default(), mutations, window),
+            core,
             cfg,
             agreed,
             agreed_requested: agreed,
@@ -299,16 +301,24 @@ impl RemoteStub {
                     self.on_point(now, state, output, Some(outcome));
                 }
             }
-            ExecutorEvent::Failed { at, kind, reason } => {
+            ExecutorEvent::Failed {
+                at,
+                kind,
+                reason,
+                output,
+            } => {
                 if self.core.running() {
                     self.core.exec = Exec::Idle;
+                    let out = self.keep_outputs(output);
                     self.finish(
                         Finish {
                             state: at,
                             outcome: Outcome::Failed { kind, reason },
                         },
                         None,
+                        out,
                     );
+                    self.send_outputs(now, false);
                 }
             }
             ExecutorEvent::CaptureFailed { state } => {
@@ -395,6 +405,7 @@ impl RemoteStub {
     pub fn drain(&mut self, now: Time) {
         self.draining = true;
         self.summary_dirty = true;
+        self.core.yield_now();
         self.update(now);
     }
 
@@ -557,6 +568,9 @@ impl RemoteStub {
             // once whether we are still, rather than at the next heartbeat.
             self.summary_dirty = true;
         }
+        if self.quiesce.is_some() {
+            self.core.yield_now();
+        }
         if s.finished.is_some() && !self.handed_back {
             // The local side has the final state and output: the task is
             // over here.
@@ -639,17 +653,16 @@ impl RemoteStub {
     }
 
     /// The executor reached a point (or the final one).
-    fn on_point(&mut self, now: Time, state: StateRef, output: Blob, outcome: Option<Outcome>) {
+    fn on_point(
+        &mut self,
+        now: Time,
+        state: StateRef,
+        output: Vec<OutputChunk>,
+        outcome: Option<Outcome>,
+    ) {
         self.core.on_reached(now, state);
         self.core.note(state);
-        let mut out = Vec::new();
-        if state.point > self.output_acked {
-            self.outputs.insert(state.point, output.clone());
-            out.push(OutputChunk {
-                point: state.point,
-                bytes: output,
-            });
-        }
+        let out = self.keep_outputs(output);
         match outcome {
             None => {
                 let rec = self.record(self.core.durable_with(Some(state)));
@@ -659,21 +672,30 @@ impl RemoteStub {
             }
             Some(outcome) => {
                 self.core.exec = Exec::Idle;
-                self.finish(Finish { state, outcome }, Some((state, out)));
+                self.finish(Finish { state, outcome }, Some(state), out);
             }
         }
         self.send_outputs(now, false);
     }
 
-    fn finish(&mut self, f: Finish, write: Option<(StateRef, Vec<OutputChunk>)>) {
+    /// Keeps a batch's output chunks the local side has not acknowledged,
+    /// for sending; returns them, for persisting.
+    fn keep_outputs(&mut self, output: Vec<OutputChunk>) -> Vec<OutputChunk> {
+        let mut out = Vec::with_capacity(output.len());
+        for chunk in output {
+            if chunk.point > self.output_acked {
+                self.outputs.insert(chunk.point, chunk.bytes.clone());
+                out.push(chunk);
+            }
+        }
+        out
+    }
+
+    fn finish(&mut self, f: Finish, state: Option<StateRef>, out: Vec<OutputChunk>) {
         if self.finish_requested.is_some() || self.finished.is_some() {
             return;
         }
         self.finish_requested = Some((0, f));
-        let (state, out) = match write {
-            Some((s, out)) => (Some(s), out),
-            None => (None, Vec::new()),
-        };
         let rec = self.record(self.core.durable_with(state));
         let seq = self
             .core
@@ -822,7 +844,8 @@ impl RemoteStub {
         if p.assignment.executor == Side::Remote {
             if self.core.paused_at() != Some(p.anchor) {
                 self.core.stop();
-                self.core.run(now, p.anchor);
+                let batch = self.batch();
+                self.core.run(now, p.anchor, batch);
             }
         } else {
             self.core.stop();
@@ -830,6 +853,20 @@ impl RemoteStub {
     }
 
     /// May the executor, paused at `at`, run the next step?
+    /// How far the executor may run before its next point: one step.
+    ///
+    /// Not yet the sync interval, as the local side's batches are: the
+    /// local side shows this side's output as it arrives and notes it as
+    /// shown behind the writes of the states it receives, so a client
+    /// killed while a batch's output arrives would show more than its last
+    /// line again on resume, and in sync mode the local side must hold
+    /// every point (I2). The stub's interval (`cfg.sync_every`) is kept for
+    /// when both are solved.
+    fn batch(&self) -> Batch {
+        let _ = self.cfg.sync_every;
+        Batch::ONE
+    }
+
     fn may_continue(&self, at: StateRef) -> bool {
         let live = self.core.live();
         let quiet = live && self.quiesce.is_some();
@@ -984,7 +1021,8 @@ impl RemoteStub {
                                 lost_steps: lost,
                             });
                         }
-                        self.core.run(now, from);
+                        let batch = self.batch();
+                        self.core.run(now, from, batch);
                     }
                 }
                 Exec::Running { .. } => {
@@ -997,7 +1035,8 @@ impl RemoteStub {
                         self.acting = true;
                     }
                     if self.may_continue(at) {
-                        self.core.cont(now);
+                        let batch = self.batch();
+                        self.core.cont(now, batch);
                     } else if live && self.quiesce.is_some() {
                         self.summary_dirty = true;
                     }
@@ -1082,7 +1121,13 @@ mod tests {
             anchor: Some(s3),
         };
         let mut r = RemoteStub::recover(cfg(), Time::ZERO, record(agreement, Some(s3)), Vec::new());
-        assert_eq!(r.poll_action(), Some(Action::Run { from: s3 }));
+        assert_eq!(
+            r.poll_action(),
+            Some(Action::Run {
+                from: s3,
+                batch: Batch::ONE
+            })
+        );
         assert!(matches!(
             r.poll_event(),
             Some(Event::Resumed {

@@ -10,12 +10,12 @@
 use core::time::Duration;
 use std::collections::VecDeque;
 
-use crate::config::{Mutations, Timing};
+use crate::config::{Mutations, SyncEvery, Timing};
 use crate::journal::{PersistRequest, Record, StateWrite};
 use crate::lineage::Lineage;
 use crate::link::Session;
 use crate::message::{ExecStatus, Message};
-use crate::output::{newest, Action, Event, Transmit};
+use crate::output::{newest, Action, Batch, Event, Transmit};
 use crate::policy::Measurements;
 use crate::roles::{SessionId, Side};
 use crate::shipping::Shipper;
@@ -61,6 +61,13 @@ pub(crate) struct StubCore {
     pub(crate) measured: Measurements,
     /// Mean step time of this side's executor.
     pub(crate) my_step: Option<Duration>,
+    /// How often this side syncs while it executes.
+    pub(crate) sync_every: SyncEvery,
+    /// Mean cost of a sync: the pause between reaching a point and running
+    /// on (persisting, capturing, waiting for the peer).
+    pub(crate) sync_cost: Option<Duration>,
+    /// A yield was asked of the batch in flight.
+    yielded: bool,
     /// A divergence was seen: (point, local digest, remote digest).
     pub(crate) divergence: Option<(Point, Digest, Digest)>,
 }
@@ -88,6 +95,9 @@ impl StubCore {
             ship: Shipper::default(),
             measured: Measurements::default(),
             my_step: None,
+            sync_every: SyncEvery::default(),
+            sync_cost: None,
+            yielded: false,
             divergence: None,
         }
     }
@@ -160,20 +170,42 @@ impl StubCore {
 
     // ----- executor ----------------------------------------------------
 
-    pub(crate) fn run(&mut self, now: Time, from: StateRef) {
+    pub(crate) fn run(&mut self, now: Time, from: StateRef, batch: Batch) {
         self.ship.cancel_capture();
-        self.actions.push_back(Action::Run { from });
+        self.actions.push_back(Action::Run { from, batch });
         self.exec = Exec::Running { from, since: now };
+        self.yielded = false;
         self.reached = newest(self.reached, Some(from));
     }
 
-    pub(crate) fn cont(&mut self, now: Time) {
-        if let Exec::Paused { at, .. } = self.exec {
-            self.actions.push_back(Action::Continue);
+    pub(crate) fn cont(&mut self, now: Time, batch: Batch) {
+        if let Exec::Paused { at, since } = self.exec {
+            self.sync_cost = Measurements::ewma(self.sync_cost, now.saturating_since(since));
+            self.actions.push_back(Action::Continue { batch });
             self.exec = Exec::Running {
                 from: at,
                 since: now,
             };
+            self.yielded = false;
+        }
+    }
+
+    /// A batch of steps as long as the sync interval allows (a single
+    /// step until a sync was measured, with an interval of zero, or past
+    /// `horizon`'s point), bounded further by `within`.
+    pub(crate) fn batch(&self, stop_at: Option<Point>, within: Option<Duration>) -> Batch {
+        let interval = self.sync_every.interval(self.sync_cost);
+        Batch {
+            budget: within.map_or(interval, |w| w.min(interval)),
+            stop_at,
+        }
+    }
+
+    /// Ends the batch in flight at its next point (once per batch).
+    pub(crate) fn yield_now(&mut self) {
+        if self.running() && !self.yielded {
+            self.yielded = true;
+            self.actions.push_back(Action::Yield);
         }
     }
 
@@ -185,10 +217,14 @@ impl StubCore {
         self.ship.cancel_capture();
     }
 
-    /// The executor reached `state`; returns the step's duration if known.
+    /// The executor reached `state`; returns the mean duration of the
+    /// batch's steps if known.
     pub(crate) fn on_reached(&mut self, now: Time, state: StateRef) -> Option<Duration> {
         let step = match self.exec {
-            Exec::Running { since, .. } => Some(now.saturating_since(since)),
+            Exec::Running { since, from } => {
+                let steps = state.point.steps_since(from.point).max(1);
+                Some(now.saturating_since(since) / u32::try_from(steps).unwrap_or(u32::MAX))
+            }
             _ => None,
         };
         if let Some(d) = step {

@@ -343,6 +343,7 @@ fn part(
         heal_after: None,
         disconnect_after: Duration::from_secs(2),
         precopy,
+        sync_every: baton_proto::SyncEvery::default(),
         verbose: false,
         // Straight to the agent: the relay forwards in user space and
         // would measure itself.

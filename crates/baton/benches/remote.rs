@@ -124,6 +124,7 @@ fn write_parked_tasks(
                 max_step_time_ms: None,
                 virtual_clock_start_ns: Some(0),
                 point_every_ms: None,
+                sync_every: baton_proto::SyncEvery::default(),
             },
         };
         let mut log = create_task_dir(&dir, &meta)?;
@@ -261,6 +262,7 @@ fn part(module: &'static [u8], name: &'static str, args: &[&str]) -> Part {
         heal_after: None,
         disconnect_after: Duration::from_secs(1),
         precopy: true,
+        sync_every: baton_proto::SyncEvery::default(),
         verbose: false,
         // Straight to the agent: the relay forwards in user space and would
         // measure itself.

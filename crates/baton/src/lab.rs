@@ -73,6 +73,8 @@ pub struct Part {
     pub disconnect_after: Duration,
     /// Send state ahead while the task runs here.
     pub precopy: bool,
+    /// `--sync-every`.
+    pub sync_every: baton_proto::SyncEvery,
     /// Print the timeline as it happens.
     pub verbose: bool,
     /// Connect through the relay (needed to cut the link; it forwards
@@ -149,6 +151,7 @@ impl Part {
                 disconnect_after_ms: self.disconnect_after.as_millis() as u64,
                 takeover_after_ms: 30_000,
                 precopy: self.precopy,
+                sync_every: self.sync_every,
             },
             remote: Some(Target {
                 agent: agent.to_string(),

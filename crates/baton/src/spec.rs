@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_proto::policy::{Migrate, ModeChoice, Responsible};
-use baton_proto::{Blob, LocalConfig, ModuleRef, TaskId, Timing};
+use baton_proto::{Blob, LocalConfig, ModuleRef, SyncEvery, TaskId, Timing};
 use baton_task::wasi::{ClockMode, Preopen};
 use baton_task::{Limits, TaskConfig};
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,9 @@ pub struct Policy {
     pub takeover_after_ms: u64,
     /// Pre-copy on (not `--no-precopy`).
     pub precopy: bool,
+    /// `--sync-every`: how often the executing side persists and ships.
+    #[serde(default, with = "as_text")]
+    pub sync_every: SyncEvery,
 }
 
 impl Default for Policy {
@@ -132,6 +135,7 @@ impl Default for Policy {
             disconnect_after_ms: 2000,
             takeover_after_ms: 30_000,
             precopy: true,
+            sync_every: SyncEvery::default(),
         }
     }
 }
@@ -285,6 +289,7 @@ impl TaskSpec {
         cfg.responsible = Arc::new(p.responsible.clone());
         cfg.mode = Arc::new(p.mode);
         cfg.precopy = p.precopy;
+        cfg.sync_every = p.sync_every;
         cfg.hello_meta = Blob::from(self.for_agent().encode());
         cfg
     }
@@ -304,6 +309,9 @@ pub struct AgentSettings {
     /// `--point-every` in milliseconds; `None` for the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub point_every_ms: Option<u64>,
+    /// `--sync-every` (`auto` when the client did not say).
+    #[serde(default, with = "as_text")]
+    pub sync_every: SyncEvery,
 }
 
 impl AgentSettings {
@@ -318,6 +326,7 @@ impl AgentSettings {
                 max_memory: spec.limits.max_memory,
                 max_step_time_ms: spec.limits.max_step_time_ms,
                 point_every_ms: spec.limits.point_every_ms,
+                sync_every: spec.policy.sync_every,
                 virtual_clock_start_ns: match spec.clock {
                     Clock::Virtual { start_ns } => Some(start_ns),
                     Clock::Wall => None,
@@ -407,6 +416,7 @@ mod tests {
                 disconnect_after_ms: 750,
                 takeover_after_ms: 9000,
                 precopy: false,
+                sync_every: SyncEvery::Interval(Duration::from_millis(40)),
             },
             remote: Some(Target {
                 agent: "127.0.0.1:7070".into(),

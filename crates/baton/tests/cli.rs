@@ -804,6 +804,8 @@ fn journaled_run_logs_every_point_and_resume_of_finished_task_reports_it() {
         "cd",
         "--events",
         s(&ev),
+        "--sync-every",
+        "0",
         "--",
         "5",
         "7",
@@ -965,13 +967,26 @@ fn reference(big: &Big) -> &'static Reference {
     })
 }
 
-/// Starts a journaled bigstate run with the reference's arguments.
+/// Starts a bigstate run with the reference's arguments, journaling every
+/// point (these tests stop it at chosen points).
 fn start_big(
     big: &Big,
     state: &Path,
     id: &str,
     events: &Path,
     cap: &Capture,
+) -> std::process::Child {
+    start_big_syncing(big, state, id, events, cap, "0")
+}
+
+/// Starts a journaled bigstate run with `--sync-every sync_every`.
+fn start_big_syncing(
+    big: &Big,
+    state: &Path,
+    id: &str,
+    events: &Path,
+    cap: &Capture,
+    sync_every: &str,
 ) -> std::process::Child {
     let module = example("bigstate.wasm");
     let mut args = vec![
@@ -985,6 +1000,8 @@ fn start_big(
         id,
         "--events",
         s(events),
+        "--sync-every",
+        sync_every,
         "--",
     ];
     args.extend(big.args);
@@ -1169,6 +1186,63 @@ fn ctrl_c_without_a_journal_says_how_to_make_it_resumable() {
     assert!(line.contains("--state-dir"), "{line}");
     assert!(!o.out().contains("bigstate: done"), "{}", o.out());
     assert!(read_events(&ev).iter().all(|e| e["event"] != "finished"));
+}
+
+/// With `--sync-every auto` only some points are journaled, each sync
+/// carrying every page changed since the last: a kill -9 in the middle and
+/// a resume still give, together, exactly the uninterrupted output (the
+/// resumed run shows what follows a step boundary at or after the point
+/// it continues from), and the final digest.
+#[test]
+fn kill_9_of_a_batched_journal_then_resume_gives_the_same_output() {
+    let r = reference(&BIG);
+    let tmp = tempdir();
+    let state = tmp.path().join("state");
+    let ev1 = tmp.path().join("run.jsonl");
+    let ev2 = tmp.path().join("resume.jsonl");
+    let mut cap = Capture::new();
+    let mut child = start_big_syncing(&BIG, &state, "big-batched", &ev1, &cap, "auto");
+    wait_for_points(&mut child, &ev1, 3, Duration::from_secs(60));
+    signal(&child, libc::SIGKILL);
+    let status = wait_bounded(&mut child, Duration::from_secs(10), "killed baton");
+    let first = cap.read(status);
+    let ns: Vec<u64> = read_events(&ev1)
+        .iter()
+        .filter(|e| e["event"] == "point")
+        .map(|e| e["n"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ns.windows(2).all(|w| w[0] < w[1]) && ns.len() >= 3,
+        "points journaled in order: {ns:?}"
+    );
+    let o = baton_run([
+        "resume",
+        "big-batched",
+        "--state-dir",
+        s(&state),
+        "--events",
+        s(&ev2),
+    ]);
+    o.assert_code(0);
+    let resumed = read_events(&ev2);
+    let fin = only_event(&resumed, "finished");
+    assert_eq!(fin["digest"].as_str(), Some(r.digest.as_str()));
+    assert_eq!(fin["points"].as_u64(), Some(r.points));
+    let (before, after) = (first.out(), o.out());
+    assert!(
+        r.stdout.starts_with(&before),
+        "killed run's output is a prefix"
+    );
+    assert!(r.stdout.ends_with(&after), "resumed output is a suffix");
+    assert!(
+        before.len() + after.len() >= r.stdout.len(),
+        "nothing lost between the two runs"
+    );
+    let boundary = r.stdout.len() - after.len();
+    assert!(
+        (0..=BIG.steps).any(|p| big_output_upto(&BIG, &r.stdout, p).len() == boundary),
+        "the resumed output starts at a step boundary"
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::message::{
     ErrorCode, ErrorMsg, ExecStatus, Finish, Goodbye, Heartbeat, Hello, Message, ModuleData,
     Proposal, Summary,
 };
-use crate::output::{newest, point_of, reaches, Action, Event, Transmit};
+use crate::output::{newest, point_of, reaches, Action, Batch, Event, Transmit};
 use crate::policy::{Measurements, PolicyContext};
 use crate::roles::{Agreement, Assignment, Epoch, Mode, SessionId, Side};
 use crate::state::{Blob, Checkpoint, Outcome, OutputChunk, Point, StateRef};
@@ -149,7 +149,8 @@ impl LocalStub {
     }
 
     fn blank(cfg: LocalConfig, now: Time, agreed: Agreement) -> LocalStub {
-        let core = StubCore::new(Side::Local, cfg.timing, cfg.mutations(), cfg.lineage_window);
+        let mut core = StubCore::new(Side::Local, cfg.timing, cfg.mutations(), cfg.lineage_window);
+        core.sync_every = cfg.sync_every;
         LocalStub {
             core,
             cfg,
@@ -352,9 +353,17 @@ impl LocalStub {
                     self.request_finish(Finish { state, outcome });
                 }
             }
-            ExecutorEvent::Failed { at, kind, reason } => {
+            ExecutorEvent::Failed {
+                at,
+                kind,
+                reason,
+                output,
+            } => {
                 if self.core.running() {
                     self.core.exec = Exec::Idle;
+                    for chunk in output {
+                        self.deliver(chunk.point, chunk.bytes);
+                    }
                     self.request_finish(Finish {
                         state: at,
                         outcome: Outcome::Failed { kind, reason },
@@ -765,13 +774,15 @@ impl LocalStub {
         }
     }
 
-    fn on_point(&mut self, now: Time, state: StateRef, output: Blob) {
+    fn on_point(&mut self, now: Time, state: StateRef, output: Vec<OutputChunk>) {
         let step = self.core.on_reached(now, state);
         if let Some(d) = step {
             self.core.measured.local_step = Measurements::ewma(self.core.measured.local_step, d);
         }
         self.core.note(state);
-        self.deliver(state.point, output);
+        for chunk in output {
+            self.deliver(chunk.point, chunk.bytes);
+        }
         let rec = self.record(self.core.durable_with(Some(state)));
         self.core
             .persist(rec, Some(StateWrite::Own(state)), Vec::new(), None);
@@ -894,16 +905,33 @@ impl LocalStub {
                         lost_steps: lost,
                     });
                 }
-                self.core.run(now, from);
+                let batch = self.batch(now);
+                self.core.run(now, from, batch);
                 self.ever_ran = true;
             }
             Exec::Running { .. } => {}
             Exec::Paused { at, .. } => {
                 if self.core.ship.capturing().is_none() && self.core.holds_durably(at) {
-                    self.core.cont(now);
+                    let batch = self.batch(now);
+                    self.core.cont(now, batch);
                 }
             }
         }
+    }
+
+    /// How far the executor may run before its next point: the sync
+    /// interval, bounded by where the migration policy may change its
+    /// mind; one step while a reconfiguration or the end is under way, and
+    /// in sync mode with a peer (which must hold every point, I2).
+    pub(super) fn batch(&self, now: Time) -> Batch {
+        if self.reconfig.is_some() || self.pending.is_some() || self.finish_requested.is_some() {
+            return Batch::ONE;
+        }
+        if self.core.live() && self.agreed.assignment.mode == Mode::Sync {
+            return Batch::ONE;
+        }
+        let horizon = self.cfg.migrate.horizon(&self.ctx(now));
+        self.core.batch(horizon.point, horizon.within)
     }
 
     /// Disconnected: continue if responsible, else wait for the takeover.
@@ -956,7 +984,8 @@ impl LocalStub {
                     asg.mode == Mode::Sync && !reaches(self.core.ship.peer_durable, at.point);
                 if self.core.ship.capturing().is_none() && self.core.holds_durably(at) && !sync_wait
                 {
-                    self.core.cont(now);
+                    let batch = self.batch(now);
+                    self.core.cont(now, batch);
                 }
             }
         }
@@ -1154,12 +1183,21 @@ mod tests {
     fn runs_alone_and_delivers_in_order() {
         let t0 = Time::ZERO;
         let mut l = LocalStub::new(cfg(), t0, s(0));
-        assert_eq!(drain(&mut l), vec![Action::Run { from: s(0) }]);
+        assert_eq!(
+            drain(&mut l),
+            vec![Action::Run {
+                from: s(0),
+                batch: Batch::ONE
+            }]
+        );
         l.handle_executor(
             t0,
             ExecutorEvent::Reached {
                 state: s(1),
-                output: Blob::from(&b"a"[..]),
+                output: vec![OutputChunk {
+                    point: Point(1),
+                    bytes: Blob::from(&b"a"[..]),
+                }],
             },
         );
         let acts = drain(&mut l);
@@ -1167,12 +1205,15 @@ mod tests {
         assert!(matches!(&acts[1], Action::Persist(p) if p.state == Some(StateWrite::Own(s(1)))));
         assert_eq!(acts.len(), 2, "waits for the point to be durable: {acts:?}");
         l.handle_persisted(t0, 1);
-        assert_eq!(drain(&mut l), vec![Action::Continue]);
+        assert_eq!(drain(&mut l), vec![Action::Continue { batch: Batch::ONE }]);
         l.handle_executor(
             t0,
             ExecutorEvent::Finished {
                 state: s(2),
-                output: Blob::default(),
+                output: vec![OutputChunk {
+                    point: Point(2),
+                    bytes: Blob::default(),
+                }],
                 outcome: Outcome::Exit(0),
             },
         );

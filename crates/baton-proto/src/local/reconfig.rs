@@ -95,7 +95,8 @@ impl LocalStub {
         } else if p.assignment.executor == Side::Local {
             if self.core.paused_at() != Some(p.anchor) {
                 self.core.stop();
-                self.core.run(now, p.anchor);
+                let batch = self.batch(now);
+                self.core.run(now, p.anchor, batch);
                 self.ever_ran = true;
             }
         } else {
@@ -136,6 +137,7 @@ impl LocalStub {
         let no_fencing = self.core.mutations.no_fencing();
         // 1. Both executors still (the remote confirms in a fresh summary).
         let local_still = !self.core.running() && self.core.ship.capturing().is_none();
+        self.core.yield_now();
         let remote_still = !matches!(peer.exec, ExecStatus::Running { .. })
             && (no_fencing || peer.epoch >= self.peer_floor)
             && peer.quiesced == Some(peer.epoch);

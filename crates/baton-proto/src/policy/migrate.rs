@@ -21,6 +21,23 @@ use crate::state::Point;
 pub trait MigratePolicy: fmt::Debug + Send + Sync {
     /// Should the task run on the remote side now?
     fn wants_remote(&self, ctx: &PolicyContext<'_>) -> bool;
+
+    /// When the answer may next change, so that a batch of steps does not
+    /// run past it: at the latest at this point, or after this much more
+    /// time. Default: no bound (the batch's own interval bounds it).
+    fn horizon(&self, _ctx: &PolicyContext<'_>) -> Horizon {
+        Horizon::default()
+    }
+}
+
+/// Where a migration policy may next change its answer (see
+/// [`MigratePolicy::horizon`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Horizon {
+    /// At this point.
+    pub point: Option<Point>,
+    /// After this much more time.
+    pub within: Option<Duration>,
 }
 
 /// The built-in migration policies (`--migrate`). Default: `start`.
@@ -98,6 +115,24 @@ impl MigratePolicy for Migrate {
             Migrate::AtPoint(n) => ctx.point >= *n,
             Migrate::After(d) => ctx.elapsed >= *d,
             Migrate::Auto(a) => a.wants_remote(ctx),
+        }
+    }
+
+    fn horizon(&self, ctx: &PolicyContext<'_>) -> Horizon {
+        match self {
+            Migrate::AtPoint(n) if ctx.point < *n => Horizon {
+                point: Some(*n),
+                within: None,
+            },
+            Migrate::After(d) if ctx.elapsed < *d => Horizon {
+                point: None,
+                within: Some(*d - ctx.elapsed),
+            },
+            Migrate::Auto(a) if ctx.elapsed < a.min_local => Horizon {
+                point: None,
+                within: Some(a.min_local - ctx.elapsed),
+            },
+            _ => Horizon::default(),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::config::Timing;
 use crate::roles::Side;
 use crate::state::Point;
 
-pub use migrate::{AutoMigrate, Migrate, MigratePolicy};
+pub use migrate::{AutoMigrate, Horizon, Migrate, MigratePolicy};
 pub use mode::{ModeChoice, ModePolicy};
 pub use responsibility::{CostModel, ResponsibilityPolicy, Responsible};
 

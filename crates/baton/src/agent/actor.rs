@@ -90,7 +90,8 @@ async fn open_task(
     origin: Instant,
 ) -> Option<(Option<crate::store::log::TaskLog>, RemoteStub)> {
     let now = baton_proto::Time::from_nanos(origin.elapsed().as_nanos() as u64);
-    let cfg = RemoteConfig::new(new.task.clone(), new.module, has_module);
+    let mut cfg = RemoteConfig::new(new.task.clone(), new.module, has_module);
+    cfg.sync_every = new.meta.sync_every;
     if let Some(mut r) = new.recovered.take() {
         if let Some((at, state)) = r.state.take() {
             core.set_stored(at, state);

@@ -117,6 +117,21 @@ fn show_agent(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// How a task run on this machine finds the pages a step changed (what a
+/// `baton resume` here would use).
+fn dirty_pages_here() -> String {
+    if std::env::var_os("BATON_DIRTY_PAGES").is_some_and(|v| v == "compare") {
+        return format!(
+            "pages: {} (BATON_DIRTY_PAGES=compare)",
+            baton_task::DirtyTracking::Compare.describe()
+        );
+    }
+    match baton_task::DirtyTracking::best() {
+        (t, None) => format!("pages: {} on this machine", t.describe()),
+        (t, Some(why)) => format!("pages: {} on this machine ({why})", t.describe()),
+    }
+}
+
 /// One journaled task, as `baton list` shows it.
 pub struct TaskLine {
     /// The task's id.
@@ -196,6 +211,8 @@ fn show_task(state_dir: &std::path::Path, id: &str) -> Result<()> {
     if let Some(t) = &spec.remote {
         println!("remote     {} ({})", t.agent, t.fingerprint);
     }
+    println!("sync       every {}", spec.policy.sync_every);
+    println!("dirty      {}", dirty_pages_here());
     if let Some(f) = journal.finished()? {
         println!(
             "state      finished at point {} with status {}",

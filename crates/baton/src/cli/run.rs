@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use baton_proto::policy::{Migrate, ModeChoice, Responsible};
+use baton_proto::SyncEvery;
 use baton_task::wasi::Preopen;
 use clap::Args;
 
@@ -56,6 +57,12 @@ pub struct PolicyArgs {
     /// The client identity directory (default: ~/.config/baton/identity).
     #[arg(long, value_name = "DIR")]
     pub identity: Option<PathBuf>,
+    /// How often this machine, while it executes the task, journals a
+    /// point and (in async mode) ships it to the agent: auto (syncing costs
+    /// about 5 % of the run, at most every 250ms), 0 (every point), or a
+    /// duration. Points in between are run through and never captured.
+    #[arg(long, value_name = "DURATION", default_value = "auto")]
+    pub sync_every: SyncEvery,
 }
 
 impl PolicyArgs {
@@ -68,6 +75,7 @@ impl PolicyArgs {
             disconnect_after_ms: self.disconnect_after.as_millis() as u64,
             takeover_after_ms: self.takeover_after.as_millis() as u64,
             precopy: !self.no_precopy,
+            sync_every: self.sync_every,
         }
     }
 }

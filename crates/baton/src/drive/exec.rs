@@ -15,10 +15,11 @@
 //! and writes output straight through). It must not do IO, talk to the
 //! network or decide anything about the protocol.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_proto::{Blob, ExecutorEvent, FailKind, Outcome, StateRef};
+use baton_proto::{Batch, Blob, ExecutorEvent, FailKind, Outcome, OutputChunk, Point, StateRef};
 use baton_task::checkpoint::{self, CheckpointError};
 use baton_task::wasi::{ClockMode, OutStream, WriteBackReport};
 use baton_task::{Engine, Limits, Program, State, StepOutcome, Task, TaskError};
@@ -105,6 +106,37 @@ pub enum Keep {
         /// ever.
         digest_every: Option<Duration>,
     },
+}
+
+/// A batch to run: how far it may go ([`Batch`]), and how to tell that it
+/// was asked to end early (a yield, a stop).
+#[derive(Debug)]
+pub struct BatchRun {
+    /// How far the batch may go.
+    pub batch: Batch,
+    /// This batch's number.
+    pub number: u64,
+    /// Batches numbered up to this have been asked to end.
+    pub yielded: Arc<AtomicU64>,
+}
+
+impl BatchRun {
+    /// One step, then report.
+    pub fn one() -> BatchRun {
+        BatchRun {
+            batch: Batch::ONE,
+            number: 1,
+            yielded: Arc::default(),
+        }
+    }
+
+    /// Whether another step may start, `started` being when the batch did
+    /// and `point` where the task is now.
+    fn more(&self, started: Instant, point: u64) -> bool {
+        started.elapsed() < self.batch.budget
+            && self.batch.stop_at.is_none_or(|p| point < p.0)
+            && self.yielded.load(Ordering::Relaxed) < self.number
+    }
 }
 
 /// What a finished task left, reported when its files are written back.
@@ -278,14 +310,15 @@ impl ExecCore {
     }
 
     /// `Action::Run`: continue from `from`, restoring it from the store
-    /// unless the live task is paused exactly there, and run one step.
-    pub fn run(&mut self, from: StateRef) -> ExecutorEvent {
+    /// unless the live task is paused exactly there, and run a batch.
+    pub fn run(&mut self, from: StateRef, batch: &BatchRun) -> ExecutorEvent {
         if self.at != Some(from) || self.task.is_none() {
             if let Err(e) = self.restore(from) {
                 return ExecutorEvent::Failed {
                     at: from,
                     kind: fail_kind_of_exec(&e),
                     reason: e.to_string(),
+                    output: Vec::new(),
                 };
             }
         }
@@ -295,7 +328,7 @@ impl ExecCore {
             // left.
             return ExecutorEvent::Finished {
                 state: from,
-                output: Blob::default(),
+                output: Vec::new(),
                 outcome: Outcome::Exit(code),
             };
         }
@@ -304,19 +337,19 @@ impl ExecCore {
                 if let Some(code) = s.finished {
                     return ExecutorEvent::Finished {
                         state: from,
-                        output: Blob::default(),
+                        output: Vec::new(),
                         outcome: Outcome::Exit(code),
                     };
                 }
             }
         }
-        self.step()
+        self.steps(batch)
     }
 
-    /// `Action::Continue`: run the next step from where the task is paused.
-    pub fn cont(&mut self) -> ExecutorEvent {
+    /// `Action::Continue`: run a batch from where the task is paused.
+    pub fn cont(&mut self, batch: &BatchRun) -> ExecutorEvent {
         match self.at {
-            Some(_) if self.task.is_some() => self.step(),
+            Some(_) if self.task.is_some() => self.steps(batch),
             _ => ExecutorEvent::Failed {
                 at: self.store.as_ref().map_or(
                     StateRef::new(baton_proto::Point(0), baton_proto::Digest::default()),
@@ -324,6 +357,7 @@ impl ExecCore {
                 ),
                 kind: FailKind::Error,
                 reason: "the executor is not paused at a point".to_string(),
+                output: Vec::new(),
             },
         }
     }
@@ -349,25 +383,49 @@ impl ExecCore {
         Ok(())
     }
 
-    fn step(&mut self) -> ExecutorEvent {
+    /// Runs steps until the batch says stop, keeping each step's output
+    /// by its point; the digest is computed once, at the point reached
+    /// (lazily with [`Keep::Nothing`]).
+    fn steps(&mut self, batch: &BatchRun) -> ExecutorEvent {
         let from = self.at.unwrap_or(StateRef::new(
             baton_proto::Point(0),
             baton_proto::Digest::default(),
         ));
-        self.out.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let Some(task) = self.task.as_mut() else {
             return ExecutorEvent::Failed {
                 at: from,
                 kind: FailKind::Error,
                 reason: "no task to step".to_string(),
+                output: Vec::new(),
             };
+        };
+        let started = Instant::now();
+        let mut output = Vec::new();
+        let outcome = loop {
+            self.out.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let result = task.step();
+            let bytes = Blob::from(std::mem::take(
+                &mut *self.out.lock().unwrap_or_else(|p| p.into_inner()),
+            ));
+            match result {
+                Ok(o) => {
+                    output.push(OutputChunk {
+                        point: Point(task.point()),
+                        bytes,
+                    });
+                    if o != StepOutcome::Continue || !batch.more(started, task.point()) {
+                        break Ok(o);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
         };
         let lazy = match self.keep {
             Keep::Nothing { digest_every } => Some(digest_every),
             _ => None,
         };
         let last_digest = &mut self.last_digest;
-        let result = task.step().and_then(|o| {
+        let result = outcome.and_then(|o| {
             let wanted = match lazy {
                 None => true,
                 Some(every) => {
@@ -381,9 +439,6 @@ impl ExecCore {
             *last_digest = Some(Instant::now());
             Ok((o, task.digest()?))
         });
-        let output = Blob::from(std::mem::take(
-            &mut *self.out.lock().unwrap_or_else(|p| p.into_inner()),
-        ));
         match result {
             Ok((outcome, digest)) => {
                 let state = StateRef::new(baton_proto::Point(task.point()), wire_digest(digest));
@@ -398,13 +453,16 @@ impl ExecCore {
                 }
             }
             Err(e) => {
-                // A failed task cannot go on; a later Run restores.
+                // A failed task cannot go on; a later Run restores. The
+                // batch's points were never captured, so it ends where the
+                // batch began, with the output of the steps that ran.
                 self.task = None;
                 self.at = None;
                 ExecutorEvent::Failed {
                     at: from,
                     kind: fail_kind(&e),
                     reason: e.to_string(),
+                    output,
                 }
             }
         }
@@ -450,8 +508,11 @@ mod tests {
 
     fn reached(ev: &ExecutorEvent) -> (StateRef, Blob) {
         match ev {
-            ExecutorEvent::Reached { state, output } => (*state, output.clone()),
-            ExecutorEvent::Finished { state, output, .. } => (*state, output.clone()),
+            ExecutorEvent::Reached { state, output }
+            | ExecutorEvent::Finished { state, output, .. } => {
+                assert_eq!(output.len(), 1, "one step per batch");
+                (*state, output[0].bytes.clone())
+            }
             other => panic!("expected a point, got {other:?}"),
         }
     }
@@ -464,7 +525,7 @@ mod tests {
         assert!(first.base.is_none());
         b.persist(&StateWrite::Received(first)).unwrap();
         let mut shipped = at;
-        let mut ev = a.run(at);
+        let mut ev = a.run(at, &BatchRun::one());
         for _ in 0..6 {
             let (state, _) = reached(&ev);
             a.persist(&StateWrite::Own(state)).unwrap();
@@ -473,12 +534,12 @@ mod tests {
             b.persist(&StateWrite::Received(cp)).unwrap();
             assert_eq!(b.stored().map(|(r, _)| r), Some(state));
             shipped = state;
-            ev = a.cont();
+            ev = a.cont(&BatchRun::one());
         }
         // The other side continues from the last shipped state and
         // produces the same next point and output.
         let mine = reached(&ev);
-        let theirs = reached(&b.run(shipped));
+        let theirs = reached(&b.run(shipped, &BatchRun::one()));
         assert_eq!(mine, theirs);
     }
 
@@ -487,7 +548,7 @@ mod tests {
         let (mut a, mut b, at) = pair();
         b.persist(&StateWrite::Received(a.capture(at, None).unwrap()))
             .unwrap();
-        let (state, _) = reached(&a.run(at));
+        let (state, _) = reached(&a.run(at, &BatchRun::one()));
         a.persist(&StateWrite::Own(state)).unwrap();
         let good = a.capture(state, Some(at)).unwrap();
 
@@ -518,13 +579,16 @@ mod tests {
     #[test]
     fn a_state_that_is_no_longer_held_cannot_be_captured_or_run() {
         let (mut a, mut b, at) = pair();
-        let (one, _) = reached(&a.run(at));
+        let (one, _) = reached(&a.run(at, &BatchRun::one()));
         a.persist(&StateWrite::Own(one)).unwrap();
-        let (two, _) = reached(&a.cont());
+        let (two, _) = reached(&a.cont(&BatchRun::one()));
         a.persist(&StateWrite::Own(two)).unwrap();
         assert!(matches!(a.capture(one, None), Err(ExecError::Missing(_))));
         // An empty side holds nothing to run from.
-        assert!(matches!(b.run(one), ExecutorEvent::Failed { .. }));
+        assert!(matches!(
+            b.run(one, &BatchRun::one()),
+            ExecutorEvent::Failed { .. }
+        ));
     }
 
     #[test]

@@ -11,18 +11,19 @@
 //! It must not interpret the protocol: the driver tags runs with a
 //! *generation* and drops results of runs it has since stopped.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::path::PathBuf;
 
 use baton_proto::{
-    Action, Checkpoint, Digest, ExecutorEvent, PersistRequest, Point, Record, StateRef,
+    Action, Batch, Checkpoint, Digest, ExecutorEvent, PersistRequest, Point, Record, StateRef,
 };
 use baton_task::wasi::Preopen;
 use baton_task::Program;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::drive::exec::{ExecCore, ExecError, FinishReport, Written};
+use crate::drive::exec::{BatchRun, ExecCore, ExecError, FinishReport, Written};
 use crate::store::fs::write_atomic;
 use crate::store::log::{StateBytes, TaskLog};
 
@@ -34,11 +35,15 @@ pub enum Cmd {
         gen: u64,
         /// The state to run from.
         from: StateRef,
+        /// How far to run.
+        batch: BatchRun,
     },
     /// `Action::Continue` in generation `gen`.
     Continue {
         /// The generation of the run being continued.
         gen: u64,
+        /// How far to run.
+        batch: BatchRun,
     },
     /// `Action::Capture`.
     Capture {
@@ -118,6 +123,32 @@ pub struct Durable {
 #[derive(Clone)]
 pub struct Worker {
     to: To,
+    batches: Arc<Batches>,
+}
+
+/// Numbers the batches sent, and how many of them were asked to end.
+#[derive(Default)]
+struct Batches {
+    /// The number of the newest batch sent.
+    sent: AtomicU64,
+    /// Batches with a number up to this one end at their next point.
+    yielded: Arc<AtomicU64>,
+}
+
+impl Batches {
+    fn next(&self, batch: Batch) -> BatchRun {
+        BatchRun {
+            batch,
+            number: self.sent.fetch_add(1, Ordering::Relaxed) + 1,
+            yielded: self.yielded.clone(),
+        }
+    }
+
+    /// Ends every batch sent so far at its next point.
+    fn yield_all(&self) {
+        self.yielded
+            .fetch_max(self.sent.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
 }
 
 /// Where a worker's commands go.
@@ -174,7 +205,10 @@ impl Worker {
                 }
             }
         });
-        Worker { to: To::Queue(tx) }
+        Worker {
+            to: To::Queue(tx),
+            batches: Arc::default(),
+        }
     }
 
     /// An executor that runs each command at once, on the thread that sends
@@ -192,6 +226,7 @@ impl Worker {
                 core: Mutex::new((core, durable)),
                 done,
             })),
+            batches: Arc::default(),
         }
     }
 
@@ -199,7 +234,10 @@ impl Worker {
     #[cfg(test)]
     pub(crate) fn detached() -> Worker {
         let (tx, _) = mpsc::unbounded_channel();
-        Worker { to: To::Queue(tx) }
+        Worker {
+            to: To::Queue(tx),
+            batches: Arc::default(),
+        }
     }
 
     /// Queues a command. A closed worker (after a panic or shutdown)
@@ -219,20 +257,38 @@ impl Worker {
         }
     }
 
+    /// Ends the batch in flight at its next point, from any thread (a
+    /// Ctrl-C while an inline executor computes).
+    pub fn yield_now(&self) {
+        self.batches.yield_all();
+    }
+
     /// Carries out an action that drives the executor (`Run`, `Continue`,
-    /// `Stop`, `Capture`, `Persist`), keeping the run generation in `gen`;
-    /// hands any other action (`Deliver`, `Finish`) back to the caller.
-    /// `module` is the digest module bytes in a `Persist` must have.
+    /// `Yield`, `Stop`, `Capture`, `Persist`), keeping the run generation
+    /// in `gen`; hands any other action (`Deliver`, `Finish`) back to the
+    /// caller. `module` is the digest module bytes in a `Persist` must have.
     pub fn dispatch(&self, action: Action, gen: &mut u64, module: Digest) -> Option<Action> {
         match action {
-            Action::Run { from } => {
+            Action::Run { from, batch } => {
                 *gen += 1;
-                self.send(Cmd::Run { gen: *gen, from });
+                let batch = self.batches.next(batch);
+                self.send(Cmd::Run {
+                    gen: *gen,
+                    from,
+                    batch,
+                });
             }
-            Action::Continue => self.send(Cmd::Continue { gen: *gen }),
+            Action::Continue { batch } => {
+                let batch = self.batches.next(batch);
+                self.send(Cmd::Continue { gen: *gen, batch });
+            }
+            Action::Yield => self.batches.yield_all(),
             // A step in flight finishes on its own; its answer, of an
             // older generation, is dropped.
-            Action::Stop => *gen += 1,
+            Action::Stop => {
+                self.batches.yield_all();
+                *gen += 1;
+            }
             Action::Capture { state, base } => self.send(Cmd::Capture { state, base }),
             Action::Persist(req) => self.send(Cmd::Persist { req, module }),
             other => return Some(other),
@@ -275,13 +331,13 @@ impl Worker {
 
 fn run(core: &mut ExecCore, durable: Option<&mut Durable>, cmd: Cmd) -> Option<Done> {
     match cmd {
-        Cmd::Run { gen, from } => Some(Done::Exec {
+        Cmd::Run { gen, from, batch } => Some(Done::Exec {
             gen,
-            event: core.run(from),
+            event: core.run(from, &batch),
         }),
-        Cmd::Continue { gen } => Some(Done::Exec {
+        Cmd::Continue { gen, batch } => Some(Done::Exec {
             gen,
-            event: core.cont(),
+            event: core.cont(&batch),
         }),
         Cmd::Capture { state, base } => Some(match core.capture(state, base) {
             Ok(cp) => Done::Captured(cp),

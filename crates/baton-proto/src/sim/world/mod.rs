@@ -707,7 +707,12 @@ impl World {
         }
         self.check_state(p, v, "reached by an executor");
         let state = StateRef::new(p, task::digest(p, v));
-        let output = task::output(p, v);
+        // The simulated executor runs one step per batch (a batch is at
+        // most its budget), so a batch's output is one chunk.
+        let output = vec![OutputChunk {
+            point: p,
+            bytes: task::output(p, v),
+        }];
         let ev = if p >= self.task.last() {
             ExecutorEvent::Finished {
                 state,
@@ -836,7 +841,7 @@ impl World {
 
     fn apply(&mut self, side: usize, a: Action) {
         match a {
-            Action::Run { from } => {
+            Action::Run { from, batch: _ } => {
                 self.before_run = self.last_executor;
                 let h = &self.hosts[side];
                 let live = match h.exec {
@@ -858,7 +863,8 @@ impl World {
                     ),
                 }
             }
-            Action::Continue => match self.hosts[side].exec {
+            Action::Yield => {}
+            Action::Continue { batch: _ } => match self.hosts[side].exec {
                 ExecS::Paused { point, value } => self.start_step(side, point, value),
                 _ => self.violation(
                     "contract",
