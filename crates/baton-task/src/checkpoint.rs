@@ -217,7 +217,7 @@ pub(crate) fn encode(
         + groups * 4
         + lz4_flex::block::get_maximum_output_size(indices.len() * PAGE_SIZE)
         + TRAILER;
-    let mut out = crate::state::big_buffer(bound);
+    let mut out = spare_buffer(bound);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.push(match kind {
@@ -262,6 +262,42 @@ pub(crate) fn encode(
         kind,
         bytes: out,
     })
+}
+
+thread_local! {
+    /// A buffer of an encoded checkpoint handed back with [`recycle`].
+    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Hands the bytes of an encoded checkpoint back once they are written, so
+/// that the next checkpoint encoded on this thread reuses the buffer: a
+/// fresh buffer of several megabytes per point costs a page fault and the
+/// kernel's zeroing of every page. Keeps the largest buffer handed back,
+/// up to 32 MiB (a full checkpoint of a large memory is rare, and keeping
+/// its buffer would double the resident set).
+pub fn recycle(mut bytes: Vec<u8>) {
+    const MAX_SPARE: usize = 32 << 20;
+    if bytes.capacity() > MAX_SPARE {
+        return;
+    }
+    bytes.clear();
+    SPARE.with(|s| {
+        let mut spare = s.borrow_mut();
+        if bytes.capacity() > spare.capacity() {
+            *spare = bytes;
+        }
+    });
+}
+
+/// An empty buffer with room for `bound` bytes: the recycled one if it is
+/// big enough, else a new one.
+fn spare_buffer(bound: usize) -> Vec<u8> {
+    SPARE
+        .with(|s| {
+            let mut spare = s.borrow_mut();
+            (spare.capacity() >= bound).then(|| std::mem::take(&mut *spare))
+        })
+        .unwrap_or_else(|| crate::state::big_buffer(bound))
 }
 
 /// Encodes a complete state as a full checkpoint.

@@ -412,6 +412,7 @@ fn persist(
         d.log
             .append(&record, state, &req.output)
             .map_err(ExecError::Store)?;
+        written.recycle();
         if d.log.wants_compaction() {
             let keep = match &req.record {
                 Record::Remote(r) => r.output_acked,
