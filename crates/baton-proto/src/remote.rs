@@ -853,18 +853,20 @@ impl RemoteStub {
     }
 
     /// May the executor, paused at `at`, run the next step?
-    /// How far the executor may run before its next point: one step.
-    ///
-    /// Not yet the sync interval, as the local side's batches are: the
-    /// local side shows this side's output as it arrives and notes it as
-    /// shown behind the writes of the states it receives, so a client
-    /// killed while a batch's output arrives would show more than its last
-    /// line again on resume, and in sync mode the local side must hold
-    /// every point (I2). The stub's interval (`cfg.sync_every`) is kept for
-    /// when both are solved.
+    /// How far the executor may run before its next point: the sync
+    /// interval in async mode; one step in sync mode (the local side must
+    /// hold every point, I2), while the local side reconfigures and while
+    /// this agent drains.
     fn batch(&self) -> Batch {
-        let _ = self.cfg.sync_every;
-        Batch::ONE
+        if self.quiesce.is_some()
+            || self.deferred.is_some()
+            || self.draining
+            || self.agreed.assignment.mode == Mode::Sync
+        {
+            Batch::ONE
+        } else {
+            self.core.batch(None, None)
+        }
     }
 
     fn may_continue(&self, at: StateRef) -> bool {

@@ -57,10 +57,10 @@ pub struct PolicyArgs {
     /// The client identity directory (default: ~/.config/baton/identity).
     #[arg(long, value_name = "DIR")]
     pub identity: Option<PathBuf>,
-    /// How often this machine, while it executes the task, journals a
-    /// point and (in async mode) ships it to the agent: auto (syncing costs
-    /// about 5 % of the run, at most every 250ms), 0 (every point), or a
-    /// duration. Points in between are run through and never captured.
+    /// How often the side that executes the task journals a point and, in
+    /// async mode, ships it to the other side: auto (syncing costs about 5 %
+    /// of the run, at most every 250ms), 0 (every point), or a duration.
+    /// Points in between are run through and never captured.
     #[arg(long, value_name = "DURATION", default_value = "auto")]
     pub sync_every: SyncEvery,
 }

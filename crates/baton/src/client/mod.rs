@@ -475,7 +475,10 @@ fn read_back(journal: &Journal, id: &str) -> Result<Journaled> {
         local,
         at,
         state,
-        delivered: rec.delivered,
+        // The mark beside the log may be ahead of it (see DeliveredMark).
+        delivered: rec
+            .delivered
+            .max(crate::store::journal::DeliveredMark::read(journal.dir()).unwrap_or_default()),
     })
 }
 

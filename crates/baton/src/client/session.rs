@@ -216,6 +216,11 @@ impl Session<'_> {
             self.capture,
             self.init_output,
             worker,
+            self.journal.and_then(|j| {
+                j.delivered_mark()
+                    .map_err(|e| tracing::warn!(error = %e, "cannot note shown output beside the journal"))
+                    .ok()
+            }),
             every_point,
         );
         let end = RunEnd {

@@ -23,6 +23,7 @@ use crate::client::session::Writes;
 use crate::drive::exec::OutputFrames;
 use crate::drive::worker::{Cmd, Worker};
 use crate::drive::Hooks;
+use crate::store::journal::DeliveredMark;
 
 /// How often `point` events are written at most when no journal needs
 /// each one.
@@ -49,6 +50,8 @@ pub(crate) struct Shown<'a> {
     capture: Option<Arc<Mutex<Vec<u8>>>>,
     init_output: Option<Writes>,
     worker: Worker,
+    /// Where shown output is noted at once, beside the journal's log.
+    mark: Option<DeliveredMark>,
     pub(crate) status: Status,
     /// Every point is logged (a journal needs each one, or the executor
     /// already thins out the digests).
@@ -74,6 +77,7 @@ impl<'a> Shown<'a> {
         capture: Option<Arc<Mutex<Vec<u8>>>>,
         init_output: Writes,
         worker: Worker,
+        mark: Option<DeliveredMark>,
         every_point: bool,
     ) -> Shown<'a> {
         Shown {
@@ -82,6 +86,7 @@ impl<'a> Shown<'a> {
             capture,
             init_output: Some(init_output),
             worker,
+            mark,
             status: Status::default(),
             every_point,
             last_point_event: None,
@@ -157,7 +162,12 @@ impl Hooks for Shown<'_> {
                     self.write_out(stream, bytes);
                 }
                 // Shown first, noted second: a crash in between shows
-                // this chunk again on resume, never loses it.
+                // this chunk again on resume, never loses it. The mark
+                // beside the log is noted at once; the log's note may wait
+                // behind the executor's queue.
+                if let Some(m) = &self.mark {
+                    m.note(chunk.point);
+                }
                 self.worker.send(Cmd::Delivered(chunk.point));
             }
             Action::Finish { state, outcome } => {
@@ -371,6 +381,7 @@ mod tests {
             None,
             Vec::new(),
             Worker::detached(),
+            None,
             true,
         );
         for n in 1..=3 {
@@ -414,6 +425,7 @@ mod tests {
             None,
             Vec::new(),
             Worker::detached(),
+            None,
             false,
         );
         let unknown = StateRef::new(baton_proto::Point(1), baton_proto::Digest::default());

@@ -8,6 +8,8 @@
 //! module.wasm    the module, so that a resume does not need the original file
 //! log            the local stub's log (crate::store::log): states, records,
 //!                delivered marks
+//! delivered      the newest point whose output was shown, rewritten in place
+//!                as it is shown ([`DeliveredMark`])
 //! finished.json  written once the task finished and its files were written back
 //! lock           flock()ed by the one process running the task
 //! log.damaged    bytes cut off a damaged or torn log, kept for a person
@@ -340,6 +342,15 @@ impl Journal {
         Ok(TaskLog::open(&self.dir, &self.decode_limits())?)
     }
 
+    /// The delivered mark, opened for noting shown output.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened.
+    pub fn delivered_mark(&self) -> Result<DeliveredMark, JournalError> {
+        Ok(DeliveredMark::open(&self.dir)?)
+    }
+
     /// Reads what the log holds without changing it (for listings).
     ///
     /// # Errors
@@ -374,7 +385,7 @@ impl Journal {
     /// of a finished task. Best effort: a file that cannot be removed is
     /// only wasted space.
     pub fn shed_finished(&self) {
-        for name in ["log", "log.damaged", "module.wasm"] {
+        for name in ["log", "log.damaged", "module.wasm", DeliveredMark::FILE] {
             let _ = fs::remove_file(self.dir.join(name));
         }
     }
@@ -491,5 +502,80 @@ mod tests {
             );
         }
         assert!(check_id("big-1.run_2").is_ok());
+    }
+}
+
+/// The newest point whose output was shown, in a file of its own beside the
+/// log: 8 bytes of point and a CRC-32 of them, rewritten in place
+/// (`pwrite`, no fsync) right after the output is written. The log notes
+/// the same behind the executor's queue, where a run with an agent may
+/// wait behind the writes of states it receives; a client killed meanwhile
+/// would show again everything shown since. A kill -9 cannot lose what
+/// `pwrite` handed the kernel; a machine crash may, and the output is then
+/// shown again (never lost), as with the log's notes.
+#[derive(Debug)]
+pub struct DeliveredMark {
+    file: File,
+}
+
+impl DeliveredMark {
+    const FILE: &'static str = "delivered";
+
+    fn open(dir: &Path) -> Result<DeliveredMark, FsError> {
+        let path = dir.join(Self::FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(fs_err("open", &path))?;
+        Ok(DeliveredMark { file })
+    }
+
+    /// Notes that the output through `point` was shown. A failure only
+    /// means more output may be shown again after a crash.
+    pub fn note(&self, point: baton_proto::Point) {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&point.0.to_le_bytes());
+        let crc = crc32fast::hash(&b[..8]);
+        b[8..].copy_from_slice(&crc.to_le_bytes());
+        if let Err(e) = self.file.write_all_at(&b, 0) {
+            tracing::debug!(error = %e, "cannot note delivered output beside the log");
+        }
+    }
+
+    /// The point noted in `dir`, if a whole, intact one is there.
+    pub fn read(dir: &Path) -> Option<baton_proto::Point> {
+        let b = fs::read(dir.join(Self::FILE)).ok()?;
+        let (point, crc) = (b.get(..8)?, b.get(8..12)?);
+        (crc32fast::hash(point).to_le_bytes() == crc)
+            .then(|| baton_proto::Point(u64::from_le_bytes(point.try_into().unwrap_or([0; 8]))))
+    }
+}
+
+#[cfg(test)]
+mod delivered_tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_reads_back_and_a_damaged_one_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(DeliveredMark::read(dir.path()), None);
+        let m = DeliveredMark::open(dir.path()).unwrap();
+        m.note(baton_proto::Point(7));
+        m.note(baton_proto::Point(1234));
+        assert_eq!(
+            DeliveredMark::read(dir.path()),
+            Some(baton_proto::Point(1234))
+        );
+        let path = dir.path().join(DeliveredMark::FILE);
+        let mut b = fs::read(&path).unwrap();
+        b[3] ^= 1;
+        fs::write(&path, &b).unwrap();
+        assert_eq!(DeliveredMark::read(dir.path()), None, "a flipped bit");
+        fs::write(&path, &b[..5]).unwrap();
+        assert_eq!(DeliveredMark::read(dir.path()), None, "a torn write");
     }
 }
