@@ -287,3 +287,42 @@ impl Mutations {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_every_parses_and_prints_as_the_command_line_writes_it() {
+        for (text, every) in [
+            ("auto", SyncEvery::default()),
+            ("0", SyncEvery::Interval(Duration::ZERO)),
+            ("50ms", SyncEvery::Interval(Duration::from_millis(50))),
+            ("2s", SyncEvery::Interval(Duration::from_secs(2))),
+        ] {
+            assert_eq!(text.parse::<SyncEvery>(), Ok(every), "{text}");
+            assert_eq!(every.to_string(), text);
+        }
+        assert!("often".parse::<SyncEvery>().is_err());
+        assert!("-1s".parse::<SyncEvery>().is_err());
+    }
+
+    #[test]
+    fn auto_runs_nineteen_times_a_sync_up_to_its_maximum() {
+        let auto = SyncEvery::default();
+        assert_eq!(auto.interval(None), Duration::ZERO);
+        assert_eq!(
+            auto.interval(Some(Duration::from_millis(2))),
+            Duration::from_millis(38)
+        );
+        assert_eq!(
+            auto.interval(Some(Duration::from_secs(1))),
+            SyncEvery::AUTO_MAX
+        );
+        let fixed = SyncEvery::Interval(Duration::from_millis(7));
+        assert_eq!(
+            fixed.interval(Some(Duration::from_secs(1))),
+            Duration::from_millis(7)
+        );
+    }
+}

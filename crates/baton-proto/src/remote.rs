@@ -17,8 +17,8 @@ use crate::message::{
     Accept, Ack, ErrorCode, ErrorMsg, Finish, FinishedMsg, Goodbye, Heartbeat, Hello, Message,
     OutputMsg, Proposal, Reject, RejectReason, Summary, Welcome,
 };
-use crate::output::{point_of, Action, Batch, Event, Transmit};
-use crate::policy::Measurements;
+use crate::output::{point_of, Action, Event, Transmit};
+use crate::policy::{Horizon, Measurements};
 use crate::roles::{Agreement, Assignment, Epoch, Mode, SessionId, Side};
 use crate::state::{Blob, Outcome, OutputChunk, Point, StateRef};
 use crate::stub::{Exec, StubCore};
@@ -857,16 +857,12 @@ impl RemoteStub {
     /// interval in async mode; one step in sync mode (the local side must
     /// hold every point, I2), while the local side reconfigures and while
     /// this agent drains.
-    fn batch(&self) -> Batch {
-        if self.quiesce.is_some()
+    fn batch(&self) -> Option<Horizon> {
+        let one_step = self.quiesce.is_some()
             || self.deferred.is_some()
             || self.draining
-            || self.agreed.assignment.mode == Mode::Sync
-        {
-            Batch::ONE
-        } else {
-            self.core.batch(None, None)
-        }
+            || self.agreed.assignment.mode == Mode::Sync;
+        (!one_step).then(Horizon::default)
     }
 
     fn may_continue(&self, at: StateRef) -> bool {
@@ -1052,6 +1048,7 @@ impl RemoteStub {
 mod tests {
     use super::*;
     use crate::message::{ModuleRef, TaskId, WireTiming};
+    use crate::output::Batch;
     use crate::state::Digest;
 
     fn cfg() -> RemoteConfig {

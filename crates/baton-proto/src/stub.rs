@@ -16,7 +16,7 @@ use crate::lineage::Lineage;
 use crate::link::Session;
 use crate::message::{ExecStatus, Message};
 use crate::output::{newest, Action, Batch, Event, Transmit};
-use crate::policy::Measurements;
+use crate::policy::{Horizon, Measurements};
 use crate::roles::{SessionId, Side};
 use crate::shipping::Shipper;
 use crate::state::{Blob, Digest, OutputChunk, Point, StateRef};
@@ -170,17 +170,23 @@ impl StubCore {
 
     // ----- executor ----------------------------------------------------
 
-    pub(crate) fn run(&mut self, now: Time, from: StateRef, batch: Batch) {
+    /// Runs from `from`: a batch bounded by `horizon` (one step if `None`).
+    pub(crate) fn run(&mut self, now: Time, from: StateRef, horizon: Option<Horizon>) {
         self.ship.cancel_capture();
+        let batch = self.batch(horizon);
         self.actions.push_back(Action::Run { from, batch });
         self.exec = Exec::Running { from, since: now };
         self.yielded = false;
         self.reached = newest(self.reached, Some(from));
     }
 
-    pub(crate) fn cont(&mut self, now: Time, batch: Batch) {
+    /// Runs on from the point the executor is paused at: a batch bounded
+    /// by `horizon` (one step if `None`), as long as the sync interval
+    /// allows with the pause just ended counted in.
+    pub(crate) fn cont(&mut self, now: Time, horizon: Option<Horizon>) {
         if let Exec::Paused { at, since } = self.exec {
             self.sync_cost = Measurements::ewma(self.sync_cost, now.saturating_since(since));
+            let batch = self.batch(horizon);
             self.actions.push_back(Action::Continue { batch });
             self.exec = Exec::Running {
                 from: at,
@@ -191,13 +197,17 @@ impl StubCore {
     }
 
     /// A batch of steps as long as the sync interval allows (a single
-    /// step until a sync was measured, with an interval of zero, or past
-    /// `horizon`'s point), bounded further by `within`.
-    pub(crate) fn batch(&self, stop_at: Option<Point>, within: Option<Duration>) -> Batch {
+    /// step until a sync was measured, or with an interval of zero), ending
+    /// at `horizon`'s point and within its time; one step without a
+    /// horizon.
+    fn batch(&self, horizon: Option<Horizon>) -> Batch {
+        let Some(h) = horizon else {
+            return Batch::ONE;
+        };
         let interval = self.sync_every.interval(self.sync_cost);
         Batch {
-            budget: within.map_or(interval, |w| w.min(interval)),
-            stop_at,
+            budget: h.within.map_or(interval, |w| w.min(interval)),
+            stop_at: h.point,
         }
     }
 

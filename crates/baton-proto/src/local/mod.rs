@@ -20,8 +20,8 @@ use crate::message::{
     ErrorCode, ErrorMsg, ExecStatus, Finish, Goodbye, Heartbeat, Hello, Message, ModuleData,
     Proposal, Summary,
 };
-use crate::output::{newest, point_of, reaches, Action, Batch, Event, Transmit};
-use crate::policy::{Measurements, PolicyContext};
+use crate::output::{newest, point_of, reaches, Action, Event, Transmit};
+use crate::policy::{Horizon, Measurements, PolicyContext};
 use crate::roles::{Agreement, Assignment, Epoch, Mode, SessionId, Side};
 use crate::state::{Blob, Checkpoint, Outcome, OutputChunk, Point, StateRef};
 use crate::stub::{Exec, StubCore};
@@ -921,17 +921,16 @@ impl LocalStub {
 
     /// How far the executor may run before its next point: the sync
     /// interval, bounded by where the migration policy may change its
-    /// mind; one step while a reconfiguration or the end is under way, and
-    /// in sync mode with a peer (which must hold every point, I2).
-    pub(super) fn batch(&self, now: Time) -> Batch {
+    /// mind; one step (`None`) while a reconfiguration or the end is under
+    /// way, and in sync mode with a peer (which must hold every point, I2).
+    pub(super) fn batch(&self, now: Time) -> Option<Horizon> {
         if self.reconfig.is_some() || self.pending.is_some() || self.finish_requested.is_some() {
-            return Batch::ONE;
+            return None;
         }
         if self.core.live() && self.agreed.assignment.mode == Mode::Sync {
-            return Batch::ONE;
+            return None;
         }
-        let horizon = self.cfg.migrate.horizon(&self.ctx(now));
-        self.core.batch(horizon.point, horizon.within)
+        Some(self.cfg.migrate.horizon(&self.ctx(now)))
     }
 
     /// Disconnected: continue if responsible, else wait for the takeover.
@@ -1156,6 +1155,7 @@ impl LocalStub {
 mod tests {
     use super::*;
     use crate::message::{ModuleRef, TaskId};
+    use crate::output::Batch;
     use crate::state::Digest;
 
     fn s(p: u64) -> StateRef {
@@ -1228,6 +1228,125 @@ mod tests {
             }]
         );
         assert!(l.finished().is_some());
+    }
+
+    fn reached(l: &mut LocalStub, now: Time, p: u64, from: u64) {
+        let output = (from + 1..=p)
+            .map(|q| OutputChunk {
+                point: Point(q),
+                bytes: Blob::from(format!("{q}\n").into_bytes()),
+            })
+            .collect();
+        l.handle_executor(
+            now,
+            ExecutorEvent::Reached {
+                state: s(p),
+                output,
+            },
+        );
+    }
+
+    #[test]
+    fn batches_last_nineteen_times_the_measured_pause_and_deliver_every_point() {
+        let t0 = Time::ZERO;
+        let mut l = LocalStub::new(cfg(), t0, s(0));
+        drain(&mut l);
+        // A batch of three steps: each point's output is delivered, in order.
+        reached(&mut l, t0, 3, 0);
+        let delivered: Vec<u64> = drain(&mut l)
+            .iter()
+            .filter_map(|a| match a {
+                Action::Deliver(c) => Some(c.point.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(delivered, [1, 2, 3]);
+        // Persisting took 2 ms: the next batch may run 19 times that.
+        let t1 = t0 + Duration::from_millis(2);
+        l.handle_persisted(t1, 1);
+        assert_eq!(
+            drain(&mut l),
+            vec![Action::Continue {
+                batch: Batch {
+                    budget: Duration::from_millis(38),
+                    stop_at: None
+                }
+            }]
+        );
+        // A long pause is capped.
+        reached(&mut l, t1, 4, 3);
+        drain(&mut l);
+        l.handle_persisted(t1 + Duration::from_secs(1), 2);
+        let acts = drain(&mut l);
+        let Some(Action::Continue { batch }) = acts.first() else {
+            panic!("{acts:?}")
+        };
+        assert!(batch.budget <= crate::SyncEvery::AUTO_MAX, "{batch:?}");
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_migration_point_and_every_point_syncs_with_zero() {
+        let t0 = Time::ZERO;
+        let mut c = cfg();
+        c.migrate = std::sync::Arc::new(crate::policy::Migrate::AtPoint(Point(7)));
+        c.sync_every = crate::SyncEvery::Interval(Duration::from_millis(100));
+        let mut l = LocalStub::new(c, t0, s(0));
+        let acts = drain(&mut l);
+        assert!(
+            matches!(acts.as_slice(), [Action::Run { batch, .. }]
+                if batch.stop_at == Some(Point(7)) && batch.budget == Duration::from_millis(100)),
+            "{acts:?}"
+        );
+        let mut c = cfg();
+        c.sync_every = crate::SyncEvery::Interval(Duration::ZERO);
+        let mut l = LocalStub::new(c, t0, s(0));
+        assert_eq!(
+            drain(&mut l),
+            vec![Action::Run {
+                from: s(0),
+                batch: Batch::ONE
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failure_in_a_batch_shows_the_steps_before_it_then_ends_at_its_start() {
+        let t0 = Time::ZERO;
+        let mut l = LocalStub::new(cfg(), t0, s(0));
+        drain(&mut l);
+        l.handle_executor(
+            t0,
+            ExecutorEvent::Failed {
+                at: s(0),
+                kind: crate::FailKind::Trap,
+                reason: "boom".into(),
+                output: vec![
+                    OutputChunk {
+                        point: Point(1),
+                        bytes: Blob::from(&b"a"[..]),
+                    },
+                    OutputChunk {
+                        point: Point(2),
+                        bytes: Blob::from(&b"b"[..]),
+                    },
+                ],
+            },
+        );
+        let acts = drain(&mut l);
+        let shown: Vec<u64> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Deliver(c) => Some(c.point.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shown, [1, 2], "{acts:?}");
+        l.handle_persisted(t0, 1);
+        let acts = drain(&mut l);
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Finish { state: Some(st), outcome: Outcome::Failed { .. } } if *st == s(0))),
+            "{acts:?}"
+        );
     }
 
     #[test]

@@ -517,6 +517,44 @@ mod tests {
         }
     }
 
+    fn points(output: &[OutputChunk]) -> Vec<u64> {
+        output.iter().map(|c| c.point.0).collect()
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_point_at_a_yield_and_at_the_end_with_output_per_point() {
+        let (mut a, _, at) = pair();
+        let long = |number, stop_at, yielded: &Arc<AtomicU64>| BatchRun {
+            batch: Batch {
+                budget: Duration::from_secs(60),
+                stop_at,
+            },
+            number,
+            yielded: yielded.clone(),
+        };
+        let yielded = Arc::new(AtomicU64::new(0));
+        let ExecutorEvent::Reached { state, output } =
+            a.run(at, &long(1, Some(Point(5)), &yielded))
+        else {
+            panic!("a point")
+        };
+        assert_eq!(state.point, Point(5));
+        assert_eq!(points(&output), [1, 2, 3, 4, 5]);
+        // Asked to yield before it started: one step.
+        yielded.store(2, Ordering::Relaxed);
+        let ExecutorEvent::Reached { state, output } = a.cont(&long(2, None, &yielded)) else {
+            panic!("a point")
+        };
+        assert_eq!((state.point, points(&output)), (Point(6), vec![6]));
+        // To the end: the last point's digest is the task's.
+        let ExecutorEvent::Finished { state, output, .. } = a.cont(&long(3, None, &yielded)) else {
+            panic!("the end")
+        };
+        assert_eq!(points(&output), (7..=state.point.0).collect::<Vec<_>>());
+        let digest = a.task.as_mut().unwrap().digest().unwrap();
+        assert_eq!(state.digest, wire_digest(digest));
+    }
+
     #[test]
     fn states_shipped_as_deltas_continue_identically_on_the_other_side() {
         let (mut a, mut b, at) = pair();
