@@ -15,7 +15,7 @@ use wasmtime::{Config, InstancePre, Linker, OptLevel, Strategy};
 
 use crate::codecache::{CodeCache, CodeSource};
 use crate::digest::Digest;
-use crate::module::{self, ModuleError, Points, PreparedModule, Shape};
+use crate::module::{self, ModuleError, Nans, Points, PreparedModule, Shape};
 use crate::state::DirtyTracking;
 use crate::task::StoreData;
 use crate::wasi;
@@ -220,13 +220,24 @@ impl Engine {
     ///
     /// As [`Engine::load`].
     pub fn load_with(&self, bytes: &[u8], suspend: bool) -> Result<Program, TaskError> {
+        self.load_as(bytes, suspend, Nans::Canonical)
+    }
+
+    /// As [`Engine::load_with`], with NaN results as `nans` says. Programs
+    /// of one module prepared either way run from each other's states (the
+    /// state does not depend on it); only NaN bits computed later differ.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::load`].
+    pub fn load_as(&self, bytes: &[u8], suspend: bool, nans: Nans) -> Result<Program, TaskError> {
         let started = std::time::Instant::now();
         // A module prepared before is not prepared again: the compiled code
         // and what preparing found are in the cache, under the module's
         // digest and the preparation's key. Which flavour compiled it is
         // not known before preparing, so each is looked up.
         let digest = Digest::of(bytes);
-        let key = module::preparation_key(digest, suspend);
+        let key = module::preparation_key(digest, suspend, nans);
         if let Some(cache) = &self.inner.cache {
             for (flavor, full) in [
                 (&self.inner.rewritten, false),
@@ -248,7 +259,7 @@ impl Engine {
                 }
             }
         }
-        let prepared = module::prepare_with(bytes, wasi::PROVIDED, suspend)?;
+        let prepared = module::prepare_as(bytes, wasi::PROVIDED, suspend, nans)?;
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
             points = ?prepared.points(),

@@ -70,5 +70,6 @@ pub use codecache::{CacheError, CodeCache, CodeSource};
 pub use digest::Digest;
 pub use engine::{Engine, Program, EPOCH_TICK, MAX_WASM_STACK, TASK_THREAD_STACK};
 pub use error::TaskError;
+pub use module::Nans;
 pub use state::{DirtyTracking, State};
 pub use task::{Limits, StepOutcome, Task, TaskConfig, DEFAULT_POINT_EVERY};

@@ -194,7 +194,7 @@ struct Note {
 /// the source of everything that prepares it (so a change to the transform
 /// never meets code compiled from the old one) and whether it is made
 /// suspendable.
-pub(crate) fn preparation_key(digest: Digest, suspend: bool) -> Vec<u8> {
+pub(crate) fn preparation_key(digest: Digest, suspend: bool, nans: Nans) -> Vec<u8> {
     static SOURCES: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
     let sources = SOURCES.get_or_init(|| {
         let mut h = blake3::Hasher::new();
@@ -214,8 +214,28 @@ pub(crate) fn preparation_key(digest: Digest, suspend: bool) -> Vec<u8> {
     let mut key = b"baton prepared module\0".to_vec();
     key.extend_from_slice(sources);
     key.push(u8::from(suspend));
+    key.push(match nans {
+        Nans::Canonical => 0,
+        Nans::Native => 1,
+    });
     key.extend_from_slice(&digest.0);
     key
+}
+
+/// What NaN results look like in a task's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Nans {
+    /// Canonical wherever NaN bits become observable ([`crate::nan`]): the
+    /// same bits on every CPU, for a task that may move to a machine of
+    /// another architecture. Costs a compare at every float store
+    /// (n-body: about 1.5×).
+    #[default]
+    Canonical,
+    /// As the CPU makes them: the same bits on every run on CPUs of one
+    /// architecture, at no cost. For a task that never leaves machines of
+    /// this one's architecture (a run with no agent).
+    Native,
 }
 
 /// Why a module was rejected. Every message names the problem.
@@ -301,6 +321,21 @@ pub fn prepare_with(
     provided: &[&str],
     suspend: bool,
 ) -> Result<PreparedModule, ModuleError> {
+    prepare_as(bytes, provided, suspend, Nans::Canonical)
+}
+
+/// As [`prepare_with`], with NaNs as `nans` says: [`Nans::Native`] leaves
+/// the code's float operations as they are.
+///
+/// # Errors
+///
+/// As [`prepare`].
+pub fn prepare_as(
+    bytes: &[u8],
+    provided: &[&str],
+    suspend: bool,
+    nans: Nans,
+) -> Result<PreparedModule, ModuleError> {
     if bytes.len() > MAX_MODULE_BYTES {
         return Err(ModuleError::TooLarge {
             size: bytes.len(),
@@ -326,7 +361,8 @@ pub fn prepare_with(
 
     let scan = Scan::run(bytes, provided)?;
     let shape = scan.shape()?;
-    let mut rewritten = scan.rewrite(bytes)?;
+    let canonical = nans == Nans::Canonical;
+    let mut rewritten = scan.rewrite(bytes, canonical)?;
     let mut points = Points::Steps;
     if shape == Shape::Command && !suspend {
         points = Points::OneStep("points were turned off".to_string());
@@ -349,7 +385,7 @@ pub fn prepare_with(
         digest: Digest::of(bytes),
         shape,
         bytes: rewritten,
-        full_nan_canonicalisation: scan.simd_float,
+        full_nan_canonicalisation: canonical && scan.simd_float,
         globals: scan.captured,
         points,
     })
@@ -590,8 +626,10 @@ impl Scan {
     }
 
     /// Copies every section as it is, replacing (or inserting) the export
-    /// section with one that also exports each mutable global.
-    fn rewrite(&self, bytes: &[u8]) -> Result<Vec<u8>, ModuleError> {
+    /// section with one that also exports each mutable global, and, if
+    /// `canonical`, rewriting the code to canonicalise NaNs where they
+    /// become observable.
+    fn rewrite(&self, bytes: &[u8], canonical: bool) -> Result<Vec<u8>, ModuleError> {
         let mut exports = ExportSection::new();
         for (name, kind, index) in &self.exports {
             exports.export(name, export_kind(*kind), *index);
@@ -616,7 +654,9 @@ impl Scan {
             if id == 7 {
                 continue;
             }
-            if let (Payload::CodeSectionStart { range, .. }, false) = (&payload, self.simd_float) {
+            if let (Payload::CodeSectionStart { range, .. }, false) =
+                (&payload, self.simd_float || !canonical)
+            {
                 let reader = wasmparser::CodeSectionReader::new(wasmparser::BinaryReader::new(
                     &bytes[range.clone()],
                     range.start,

@@ -151,3 +151,43 @@ fn rewrite_keeps_params_and_locals() {
     assert_eq!(f64::from_bits(u64_at(state.memory(), 8)), 3.0);
     assert_eq!(f64::from_bits(u64_at(state.memory(), 64)), 3.0);
 }
+
+/// Native NaNs: the code is left as it is, so the CPU's own NaN (on x86,
+/// 0/0 gives a negative one) reaches memory; and a program prepared either
+/// way runs from the other's states (the state does not depend on it).
+#[test]
+fn native_nans_are_the_cpus_and_states_cross_between_the_two() {
+    let bytes = wat::parse_str(MODULE).unwrap();
+    let native = engine()
+        .load_as(&bytes, true, baton_task::Nans::Native)
+        .unwrap();
+    let canonical = engine().load(&bytes).unwrap();
+    assert_eq!(native.digest(), canonical.digest());
+    let mut task = Task::create(
+        engine(),
+        &native,
+        TaskConfig::new("nan"),
+        Capture::new().sink(),
+    )
+    .unwrap();
+    assert_eq!(task.step().unwrap(), StepOutcome::Finished(0));
+    let state = task.state().unwrap();
+    let mem = state.memory();
+    // Whatever the CPU makes, it is a NaN; with the payload operand, the
+    // payload survives where the canonical rewrite would drop it.
+    assert!(f64::from_bits(u64_at(mem, 0)).is_nan());
+    assert_ne!(u64_at(mem, 8), CANON_F64, "payload kept natively");
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(u64_at(mem, 0), 0xfff8_0000_0000_0000, "x86's default NaN");
+    let mut restored = Task::restore(
+        engine(),
+        &canonical,
+        &state,
+        support::virtual_clock(),
+        Default::default(),
+        Capture::new().sink(),
+    )
+    .unwrap();
+    assert_eq!(restored.finished(), Some(0));
+    assert_eq!(restored.digest().unwrap(), task.digest().unwrap());
+}

@@ -158,6 +158,7 @@ impl Part {
                 fingerprint: lab.agent.fingerprint.to_string(),
                 identity: None,
             }),
+            nans: baton_task::Nans::Canonical,
         })
     }
 }

@@ -176,9 +176,23 @@ pub struct TaskSpec {
     pub policy: Policy,
     /// The agent, for a run that extends; `None` for a local one.
     pub remote: Option<Target>,
+    /// NaN results: as the CPU makes them for a run that never leaves this
+    /// machine's architecture (no agent), canonical otherwise. Journals of
+    /// earlier releases were canonical.
+    #[serde(default)]
+    pub nans: baton_task::Nans,
 }
 
 impl TaskSpec {
+    /// The NaNs a run of this spec uses now: canonical whenever it has an
+    /// agent (which may be of another architecture), else as recorded.
+    pub fn nans_now(&self) -> baton_task::Nans {
+        match self.remote {
+            Some(_) => baton_task::Nans::Canonical,
+            None => self.nans,
+        }
+    }
+
     /// Encodes as JSON (what `task.json` holds).
     pub fn encode(&self) -> Vec<u8> {
         // A spec is plain data (strings, numbers, paths as text): JSON
@@ -423,6 +437,7 @@ mod tests {
                 fingerprint: format!("sha256:{}", "cd".repeat(32)),
                 identity: Some(PathBuf::from("/home/u/.config/baton/identity")),
             }),
+            nans: baton_task::Nans::Canonical,
         }
     }
 

@@ -156,7 +156,13 @@ impl RunArgs {
         };
         let bytes = std::fs::read(&self.module)
             .with_context(|| format!("cannot read module {}", self.module.display()))?;
-        let loaded = Loaded::new(bytes, self.max_step_time.is_some())
+        // A run with no agent never leaves this machine's architecture: its
+        // NaNs may be the CPU's own, at no cost.
+        let nans = match remote {
+            Some(_) => baton_task::Nans::Canonical,
+            None => baton_task::Nans::Native,
+        };
+        let loaded = Loaded::new(bytes, self.max_step_time.is_some(), nans)
             .with_context(|| format!("cannot load {}", self.module.display()))?;
         let name = module_name(&self.module);
         let id = match &self.name {
@@ -199,6 +205,7 @@ impl RunArgs {
             },
             policy,
             remote: remote.as_ref().map(|(_, t)| t.clone()),
+            nans,
         };
         let events = EventLog::open_optional(self.events.as_deref(), start)?;
         client::start(NewTask {

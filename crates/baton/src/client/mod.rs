@@ -62,10 +62,10 @@ impl Loaded {
     /// # Errors
     ///
     /// The bytes are not a module baton can run.
-    pub fn new(bytes: Vec<u8>, spec_step_limit: bool) -> Result<Loaded> {
+    pub fn new(bytes: Vec<u8>, spec_step_limit: bool, nans: baton_task::Nans) -> Result<Loaded> {
         // Without a step limit the compiled code needs no epoch checks.
         let engine = Engine::with_step_limits(spec_step_limit)?;
-        let program = engine.load(&bytes)?;
+        let program = engine.load_as(&bytes, true, nans)?;
         Ok(Loaded {
             bytes,
             engine,
@@ -326,8 +326,12 @@ pub fn resume(state_dir: &Path, id: &str, place: Place, mut events: EventLog) ->
     }
     let (spec, pin_local) = placed(&journal, place)?;
     let bytes = journal.module()?;
-    let loaded = Loaded::new(bytes, spec.limits.max_step_time_ms.is_some())
-        .context("cannot load the journaled module")?;
+    let loaded = Loaded::new(
+        bytes,
+        spec.limits.max_step_time_ms.is_some(),
+        spec.nans_now(),
+    )
+    .context("cannot load the journaled module")?;
     if loaded.program.digest().to_string() != spec.module.digest {
         bail!(
             "the journaled module in {} does not match its recorded digest; the journal is damaged",

@@ -443,6 +443,7 @@ mod tests {
             },
             policy: Policy::default(),
             remote: None,
+            nans: baton_task::Nans::Native,
         }
     }
 
