@@ -1,6 +1,6 @@
 //! What making a command suspendable costs (issue 10, BENCHMARKS.md).
 //!
-//!     cargo bench -p baton-task --bench commands -- [--rounds N] [--every MS] [--no-point-cost] [--only plain|points] MODULE [ARGS...]
+//!     cargo bench -p baton-task --bench commands -- [--rounds N] [--every MS] [--no-point-cost] [--only plain|points] [--nans canonical|native] MODULE [ARGS...]
 //!
 //! Loads MODULE twice on one engine: as is (one step, no checks) and made
 //! suspendable. Then, round by round and interleaved so that machine noise
@@ -14,7 +14,8 @@
 //!   cost of one point: (time(1 ms) - time(every)) / (points(1 ms) -
 //!   points(every)); `--no-point-cost` leaves this run out.
 //!
-//! Loading and compiling are outside the clock; each run's output is
+//! `--nans native` loads both without NaN canonicalisation, as `baton run`
+//! with no agent does. Loading and compiling are outside the clock; each run's output is
 //! checked to be byte-identical to the plain run's. Prints medians and the
 //! ratio to plain.
 
@@ -77,8 +78,18 @@ fn main() {
     let mut every = 100u64;
     let mut per_point = true;
     let mut only: Option<String> = None;
+    let mut nans = baton_task::Nans::Canonical;
     while args.first().is_some_and(|a| a.starts_with("--")) {
         let flag = args.remove(0);
+        if flag == "--nans" {
+            nans = match args.first().map(String::as_str) {
+                Some("native") => baton_task::Nans::Native,
+                Some("canonical") => baton_task::Nans::Canonical,
+                _ => fail("--nans needs canonical or native"),
+            };
+            args.remove(0);
+            continue;
+        }
         if flag == "--no-point-cost" {
             per_point = false;
             continue;
@@ -115,11 +126,13 @@ fn main() {
     let engine = Engine::with_step_limits(false).unwrap_or_else(|e| fail(&e.to_string()));
     let t = Instant::now();
     let plain = engine
-        .load_with(&bytes, false)
+        .load_as(&bytes, false, nans)
         .unwrap_or_else(|e| fail(&e.to_string()));
     let plain_load = t.elapsed();
     let t = Instant::now();
-    let points = engine.load(&bytes).unwrap_or_else(|e| fail(&e.to_string()));
+    let points = engine
+        .load_as(&bytes, true, nans)
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let points_load = t.elapsed();
     println!(
         "{path}: load plain {:.1} s, suspendable {:.1} s; {:?}",
