@@ -93,9 +93,12 @@ impl fmt::Debug for StateRef {
 
 /// Immutable bytes that are cheap to clone (checkpoints, modules, output).
 ///
-/// Encoded on the wire as a length-prefixed byte string.
+/// Encoded on the wire as a length-prefixed byte string. Made from a
+/// `Vec<u8>` without copying it: a checkpoint of a large memory is tens of
+/// megabytes, and a copy per checkpoint cost as much resident memory again
+/// and a page fault per page.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Blob(Arc<[u8]>);
+pub struct Blob(Arc<Vec<u8>>);
 
 impl Blob {
     /// The bytes.
@@ -116,13 +119,13 @@ impl Blob {
 
 impl From<Vec<u8>> for Blob {
     fn from(v: Vec<u8>) -> Blob {
-        Blob(Arc::from(v))
+        Blob(Arc::new(v))
     }
 }
 
 impl From<&[u8]> for Blob {
     fn from(v: &[u8]) -> Blob {
-        Blob(Arc::from(v))
+        Blob(Arc::new(v.to_vec()))
     }
 }
 

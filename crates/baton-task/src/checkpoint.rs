@@ -264,40 +264,41 @@ pub(crate) fn encode(
     })
 }
 
-thread_local! {
-    /// A buffer of an encoded checkpoint handed back with [`recycle`].
-    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// The buffer of an encoded checkpoint handed back with [`recycle`]: one
+/// per process (a buffer per thread would keep one for every thread of an
+/// agent's blocking pool).
+static SPARE: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
 
 /// Hands the bytes of an encoded checkpoint back once they are written, so
-/// that the next checkpoint encoded on this thread reuses the buffer: a
-/// fresh buffer of several megabytes per point costs a page fault and the
-/// kernel's zeroing of every page. Keeps the largest buffer handed back,
-/// up to 32 MiB (a full checkpoint of a large memory is rare, and keeping
-/// its buffer would double the resident set).
+/// that the next checkpoint encoded reuses the buffer: a fresh buffer of
+/// several megabytes per point costs a page fault and the kernel's zeroing
+/// of every page. Keeps the largest buffer handed back, up to 32 MiB (a
+/// full checkpoint of a large memory is rare, and keeping its buffer would
+/// double the resident set).
 pub fn recycle(mut bytes: Vec<u8>) {
     const MAX_SPARE: usize = 32 << 20;
     if bytes.capacity() > MAX_SPARE {
         return;
     }
     bytes.clear();
-    SPARE.with(|s| {
-        let mut spare = s.borrow_mut();
-        if bytes.capacity() > spare.capacity() {
-            *spare = bytes;
-        }
-    });
+    let mut spare = SPARE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if bytes.capacity() > spare.capacity() {
+        *spare = bytes;
+    }
 }
 
 /// An empty buffer with room for `bound` bytes: the recycled one if it is
 /// big enough, else a new one.
 fn spare_buffer(bound: usize) -> Vec<u8> {
-    SPARE
-        .with(|s| {
-            let mut spare = s.borrow_mut();
-            (spare.capacity() >= bound).then(|| std::mem::take(&mut *spare))
-        })
-        .unwrap_or_else(|| crate::state::big_buffer(bound))
+    let recycled = {
+        let mut spare = SPARE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (spare.capacity() >= bound).then(|| std::mem::take(&mut *spare))
+    };
+    recycled.unwrap_or_else(|| crate::state::big_buffer(bound))
 }
 
 /// Encodes a complete state as a full checkpoint.
