@@ -216,39 +216,62 @@ mod linux {
     }
 
     fn try_probe() -> Result<(), Unavailable> {
-        let len = 4 * PAGE_SIZE;
-        // SAFETY: a fresh private anonymous mapping, unmapped below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(Unavailable(format!("mmap: {}", io::Error::last_os_error())));
+        let mut m = Mapping::new(4 * PAGE_SIZE)?;
+        let mem = m.mem(4 * PAGE_SIZE);
+        let mut w = Written::arm(mem)?;
+        mem[PAGE_SIZE + 3] = 1;
+        let mut seen = Vec::new();
+        w.scan(&mut |first, count| seen.push((first, count)))?;
+        if seen != [(1, 1)] {
+            return Err(Unavailable(format!(
+                "a scan after writing page 1 reported {seen:?}"
+            )));
         }
-        // SAFETY: the mapping is `len` bytes, readable and writable, and
-        // nothing else refers to it.
-        let mem = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) };
-        let result = (|| {
-            let mut w = Written::arm(mem)?;
-            mem[PAGE_SIZE + 3] = 1;
-            let mut seen = Vec::new();
-            w.scan(&mut |first, count| seen.push((first, count)))?;
-            if seen != [(1, 1)] {
-                return Err(Unavailable(format!(
-                    "a scan after writing page 1 reported {seen:?}"
-                )));
+        Ok(())
+    }
+
+    /// A private anonymous mapping of our own, unmapped on drop (for the
+    /// probe and the tests).
+    struct Mapping {
+        ptr: *mut u8,
+        len: usize,
+    }
+
+    impl Mapping {
+        fn new(len: usize) -> Result<Mapping, Unavailable> {
+            // SAFETY: a fresh private anonymous mapping, owned by this value.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if ptr == libc::MAP_FAILED {
+                return Err(Unavailable(format!("mmap: {}", io::Error::last_os_error())));
             }
-            Ok(())
-        })();
-        // SAFETY: unmaps exactly the mapping made above, no longer used.
-        unsafe { libc::munmap(ptr, len) };
-        result
+            Ok(Mapping {
+                ptr: ptr.cast(),
+                len,
+            })
+        }
+
+        /// The first `len` bytes (at most the mapping's length).
+        fn mem(&mut self, len: usize) -> &mut [u8] {
+            // SAFETY: within the mapping (readable and writable, referred
+            // to by nothing else), borrowed mutably from it.
+            unsafe { std::slice::from_raw_parts_mut(self.ptr, len.min(self.len)) }
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly the mapping made in `new`.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
     }
 
     /// A registered range and how much of it is protected.
@@ -414,46 +437,6 @@ mod linux {
     mod tests {
         use super::*;
 
-        /// A private anonymous mapping, unmapped on drop.
-        struct Mapping {
-            ptr: *mut u8,
-            len: usize,
-        }
-
-        impl Mapping {
-            fn new(len: usize) -> Mapping {
-                // SAFETY: a fresh mapping, owned by this value.
-                let ptr = unsafe {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                        -1,
-                        0,
-                    )
-                };
-                assert_ne!(ptr, libc::MAP_FAILED);
-                Mapping {
-                    ptr: ptr.cast(),
-                    len,
-                }
-            }
-
-            fn mem(&mut self, len: usize) -> &mut [u8] {
-                assert!(len <= self.len);
-                // SAFETY: within the mapping, borrowed mutably from it.
-                unsafe { std::slice::from_raw_parts_mut(self.ptr, len) }
-            }
-        }
-
-        impl Drop for Mapping {
-            fn drop(&mut self) {
-                // SAFETY: the mapping made in `new`.
-                unsafe { libc::munmap(self.ptr.cast(), self.len) };
-            }
-        }
-
         fn scan(w: &mut Written) -> Vec<usize> {
             let mut pages = Vec::new();
             w.scan(&mut |first, count| pages.extend(first..first + count))
@@ -467,7 +450,7 @@ mod linux {
                 eprintln!("skipped: {why}");
                 return;
             }
-            let mut m = Mapping::new(64 * PAGE_SIZE);
+            let mut m = Mapping::new(64 * PAGE_SIZE).unwrap();
             let mem = m.mem(32 * PAGE_SIZE);
             mem[5 * PAGE_SIZE] = 1; // before arming: not reported
             let mut w = Written::arm(mem).unwrap();
@@ -500,7 +483,7 @@ mod linux {
                 eprintln!("skipped: {why}");
                 return;
             }
-            let mut m = Mapping::new(64 * PAGE_SIZE);
+            let mut m = Mapping::new(64 * PAGE_SIZE).unwrap();
             let mut w = Written::arm(m.mem(16 * PAGE_SIZE)).unwrap();
             let mem = m.mem(48 * PAGE_SIZE);
             assert!(w.covers(mem));

@@ -102,20 +102,14 @@ fn flavor(nan_canonicalisation: bool, interruptible: bool) -> Result<Flavor, Tas
     Ok(Flavor { engine, linker })
 }
 
-/// The best tracker this machine offers, unless `BATON_DIRTY_PAGES` is
-/// `compare`. Where the kernel cannot, says why once (at `-v`).
+/// [`DirtyTracking::best`]; where that is the compare, says why once (at
+/// `-v`).
 fn dirty_tracking() -> DirtyTracking {
-    if std::env::var_os("BATON_DIRTY_PAGES").is_some_and(|v| v == "compare") {
-        return DirtyTracking::Compare;
-    }
     let (best, why) = DirtyTracking::best();
     if let Some(why) = why {
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {
-            tracing::info!(
-                %why,
-                "dirty pages: the kernel cannot track them; comparing memory at every point instead"
-            );
+            tracing::info!(%why, "dirty pages: comparing memory at every point");
         });
     }
     best

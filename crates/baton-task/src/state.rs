@@ -239,9 +239,15 @@ pub enum DirtyTracking {
 
 impl DirtyTracking {
     /// The best this machine offers: [`DirtyTracking::Kernel`] if the
-    /// kernel can (checked once per process), else
-    /// [`DirtyTracking::Compare`] with the reason.
+    /// kernel can (checked once per process) and `BATON_DIRTY_PAGES` is not
+    /// `compare`, else [`DirtyTracking::Compare`] with the reason.
     pub fn best() -> (DirtyTracking, Option<String>) {
+        if std::env::var_os("BATON_DIRTY_PAGES").is_some_and(|v| v == "compare") {
+            return (
+                DirtyTracking::Compare,
+                Some("BATON_DIRTY_PAGES=compare".to_string()),
+            );
+        }
         match crate::dirty::probe() {
             Ok(()) => (DirtyTracking::Kernel, None),
             Err(why) => (DirtyTracking::Compare, Some(why.0)),
@@ -266,12 +272,17 @@ impl DirtyTracking {
 /// the same digests and the same deltas, byte for byte.
 #[derive(Debug)]
 pub(crate) struct Tracker {
-    hashes: Vec<[u8; 32]>,
-    /// Pages changed since the base was taken.
-    since_base: PageSet,
+    pages: Pages,
     /// The digest of the base, once one was taken.
     base: Option<Digest>,
     way: Way,
+}
+
+/// The page hashes and the pages changed since the base.
+#[derive(Debug, Default)]
+struct Pages {
+    hashes: Vec<[u8; 32]>,
+    since_base: PageSet,
 }
 
 enum Way {
@@ -280,12 +291,8 @@ enum Way {
     Unarmed(DirtyTracking),
     /// A copy of the memory as of the last sync.
     Compare { shadow: Vec<u8> },
-    /// The kernel's record of written pages; `open` counts the syncs since
-    /// protection was turned off.
-    Kernel {
-        written: crate::dirty::Written,
-        open: u32,
-    },
+    /// The kernel's record of written pages.
+    Kernel(crate::dirty::Written),
 }
 
 impl std::fmt::Debug for Way {
@@ -293,7 +300,7 @@ impl std::fmt::Debug for Way {
         match self {
             Way::Unarmed(t) => write!(f, "Unarmed({t:?})"),
             Way::Compare { shadow } => write!(f, "Compare({} bytes)", shadow.len()),
-            Way::Kernel { open, .. } => write!(f, "Kernel(open for {open})"),
+            Way::Kernel(w) => write!(f, "Kernel(open: {})", w.is_open()),
         }
     }
 }
@@ -310,64 +317,10 @@ fn share_above(part: usize, whole: usize, (num, den): (usize, usize)) -> bool {
     part * den > whole * num
 }
 
-impl Tracker {
-    /// A tracker that has seen nothing yet: the first sync hashes every
-    /// page.
-    pub(crate) fn new(tracking: DirtyTracking) -> Tracker {
-        Tracker {
-            hashes: Vec::new(),
-            since_base: PageSet::default(),
-            base: None,
-            way: Way::Unarmed(tracking),
-        }
-    }
-
-    /// Starts tracking from a restored state whose memory `live` now holds:
-    /// it is, as the peer holds it, a valid base.
-    pub(crate) fn from_state(
-        state: &State,
-        digest: Digest,
-        tracking: DirtyTracking,
-        live: &[u8],
-    ) -> Tracker {
-        let mut t = Tracker {
-            hashes: state.hashes.clone(),
-            since_base: PageSet::default(),
-            base: Some(digest),
-            way: Way::Unarmed(tracking),
-        };
-        t.arm(tracking, live);
-        t
-    }
-
-    /// The way pages are found now (after a fallback, the compare).
-    pub(crate) fn tracking(&self) -> DirtyTracking {
-        match &self.way {
-            Way::Unarmed(t) => *t,
-            Way::Compare { .. } => DirtyTracking::Compare,
-            Way::Kernel { .. } => DirtyTracking::Kernel,
-        }
-    }
-
-    fn arm(&mut self, tracking: DirtyTracking, live: &[u8]) {
-        if tracking == DirtyTracking::Kernel {
-            match crate::dirty::Written::arm(live) {
-                Ok(written) => {
-                    self.way = Way::Kernel { written, open: 0 };
-                    return;
-                }
-                Err(why) => tracing::debug!(%why, "dirty pages: falling back to the compare"),
-            }
-        }
-        let mut shadow = big_buffer(live.len());
-        shadow.extend_from_slice(live);
-        self.way = Way::Compare { shadow };
-    }
-
+impl Pages {
     /// Re-hashes page `i` of `live`; returns whether it changed.
     fn rehash(&mut self, live: &[u8], i: usize) -> bool {
-        let page = &live[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
-        let h = hash_page(page);
+        let h = hash_page(&live[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
         if i < self.hashes.len() {
             if self.hashes[i] == h {
                 return false;
@@ -387,74 +340,6 @@ impl Tracker {
         (0..live.len() / PAGE_SIZE)
             .filter(|&i| self.rehash(live, i))
             .count()
-    }
-
-    /// Brings the hashes up to date with `live` (whose length is a whole
-    /// number of pages and never shrinks); returns how many pages changed
-    /// since the previous sync.
-    pub(crate) fn sync(&mut self, live: &[u8]) -> usize {
-        match &mut self.way {
-            Way::Unarmed(tracking) => {
-                let tracking = *tracking;
-                let changed = self.rehash_all(live);
-                self.arm(tracking, live);
-                changed
-            }
-            Way::Compare { shadow } => {
-                let mut shadow = std::mem::take(shadow);
-                let changed = self.compare(&mut shadow, live);
-                self.way = Way::Compare { shadow };
-                changed
-            }
-            Way::Kernel { .. } => match self.kernel_sync(live) {
-                Ok(changed) => changed,
-                Err(why) => {
-                    tracing::warn!(%why, "dirty pages: the kernel failed; comparing from now on");
-                    let changed = self.rehash_all(live);
-                    self.arm(DirtyTracking::Compare, live);
-                    changed
-                }
-            },
-        }
-    }
-
-    fn kernel_sync(&mut self, live: &[u8]) -> Result<usize, crate::dirty::Unavailable> {
-        let Way::Kernel { written, .. } = &mut self.way else {
-            return Ok(0);
-        };
-        if !written.covers(live) {
-            return Err(crate::dirty::Unavailable("the memory moved".to_string()));
-        }
-        let was_open = written.is_open();
-        let mut runs = Vec::new();
-        written.scan(&mut |first, count| runs.push((first, count)))?;
-        written.grow(live)?;
-        let old_pages = self.hashes.len();
-        let mut seen = 0;
-        let mut changed = 0;
-        for (first, count) in runs {
-            for i in first..(first + count).min(old_pages) {
-                seen += 1;
-                changed += usize::from(self.rehash(live, i));
-            }
-        }
-        for i in old_pages..live.len() / PAGE_SIZE {
-            changed += usize::from(self.rehash(live, i));
-        }
-        let pages = live.len() / PAGE_SIZE;
-        let Way::Kernel { written, open } = &mut self.way else {
-            return Ok(changed);
-        };
-        if was_open {
-            *open += 1;
-            if !share_above(changed, pages, PROTECT_BELOW) {
-                written.protect()?;
-                *open = 0;
-            }
-        } else if share_above(seen, pages, OPEN_ABOVE) {
-            written.open()?;
-        }
-        Ok(changed)
     }
 
     /// The compare: `shadow` is the memory as of the previous sync.
@@ -493,8 +378,120 @@ impl Tracker {
         changed
     }
 
+    /// The kernel's way: re-hashes the pages `written` reports (and the
+    /// pages memory grew by), and turns protection off or on by how many
+    /// pages that was.
+    fn kernel(
+        &mut self,
+        written: &mut crate::dirty::Written,
+        live: &[u8],
+    ) -> Result<usize, crate::dirty::Unavailable> {
+        if !written.covers(live) {
+            return Err(crate::dirty::Unavailable("the memory moved".to_string()));
+        }
+        let was_open = written.is_open();
+        let old_pages = self.hashes.len();
+        let (mut seen, mut changed) = (0, 0);
+        written.scan(&mut |first, count| {
+            for i in first..(first + count).min(old_pages) {
+                seen += 1;
+                changed += usize::from(self.rehash(live, i));
+            }
+        })?;
+        written.grow(live)?;
+        for i in old_pages..live.len() / PAGE_SIZE {
+            changed += usize::from(self.rehash(live, i));
+        }
+        let pages = live.len() / PAGE_SIZE;
+        if was_open {
+            if !share_above(changed, pages, PROTECT_BELOW) {
+                written.protect()?;
+            }
+        } else if share_above(seen, pages, OPEN_ABOVE) {
+            written.open()?;
+        }
+        Ok(changed)
+    }
+}
+
+impl Tracker {
+    /// A tracker that has seen nothing yet: the first sync hashes every
+    /// page.
+    pub(crate) fn new(tracking: DirtyTracking) -> Tracker {
+        Tracker {
+            pages: Pages::default(),
+            base: None,
+            way: Way::Unarmed(tracking),
+        }
+    }
+
+    /// Starts tracking from a restored state whose memory `live` now holds:
+    /// it is, as the peer holds it, a valid base.
+    pub(crate) fn from_state(
+        state: &State,
+        digest: Digest,
+        tracking: DirtyTracking,
+        live: &[u8],
+    ) -> Tracker {
+        let mut t = Tracker {
+            pages: Pages {
+                hashes: state.hashes.clone(),
+                since_base: PageSet::default(),
+            },
+            base: Some(digest),
+            way: Way::Unarmed(tracking),
+        };
+        t.arm(tracking, live);
+        t
+    }
+
+    /// The way pages are found now (after a fallback, the compare).
+    pub(crate) fn tracking(&self) -> DirtyTracking {
+        match &self.way {
+            Way::Unarmed(t) => *t,
+            Way::Compare { .. } => DirtyTracking::Compare,
+            Way::Kernel(_) => DirtyTracking::Kernel,
+        }
+    }
+
+    fn arm(&mut self, tracking: DirtyTracking, live: &[u8]) {
+        if tracking == DirtyTracking::Kernel {
+            match crate::dirty::Written::arm(live) {
+                Ok(written) => {
+                    self.way = Way::Kernel(written);
+                    return;
+                }
+                Err(why) => tracing::debug!(%why, "dirty pages: falling back to the compare"),
+            }
+        }
+        let mut shadow = big_buffer(live.len());
+        shadow.extend_from_slice(live);
+        self.way = Way::Compare { shadow };
+    }
+
+    /// Brings the hashes up to date with `live` (whose length is a whole
+    /// number of pages and never shrinks); returns how many pages changed
+    /// since the previous sync.
+    pub(crate) fn sync(&mut self, live: &[u8]) -> usize {
+        // Either the pages changed, or the way to track from here on after
+        // every page is hashed again.
+        let outcome = match &mut self.way {
+            Way::Unarmed(tracking) => Err(*tracking),
+            Way::Compare { shadow } => Ok(self.pages.compare(shadow, live)),
+            Way::Kernel(written) => self.pages.kernel(written, live).map_err(|why| {
+                tracing::warn!(%why, "dirty pages: the kernel failed; comparing from now on");
+                DirtyTracking::Compare
+            }),
+        };
+        outcome.unwrap_or_else(|tracking| {
+            let changed = self.pages.rehash_all(live);
+            self.arm(tracking, live);
+            changed
+        })
+    }
+
     pub(crate) fn hashes(&self) -> &[[u8; 32]] {
-        &self.hashes
+        &self.pages.hashes
     }
 
     pub(crate) fn base(&self) -> Option<Digest> {
@@ -503,13 +500,13 @@ impl Tracker {
 
     /// Pages changed since the base, in ascending order.
     pub(crate) fn changed_since_base(&self) -> impl Iterator<Item = usize> + '_ {
-        self.since_base.iter()
+        self.pages.since_base.iter()
     }
 
     /// Makes the current (synchronised) memory the base for later deltas.
     pub(crate) fn set_base(&mut self, digest: Digest) {
         self.base = Some(digest);
-        self.since_base.clear();
+        self.pages.since_base.clear();
     }
 }
 

@@ -120,12 +120,6 @@ fn show_agent(dir: &std::path::Path) -> Result<()> {
 /// How a task run on this machine finds the pages a step changed (what a
 /// `baton resume` here would use).
 fn dirty_pages_here() -> String {
-    if std::env::var_os("BATON_DIRTY_PAGES").is_some_and(|v| v == "compare") {
-        return format!(
-            "pages: {} (BATON_DIRTY_PAGES=compare)",
-            baton_task::DirtyTracking::Compare.describe()
-        );
-    }
     match baton_task::DirtyTracking::best() {
         (t, None) => format!("pages: {} on this machine", t.describe()),
         (t, Some(why)) => format!("pages: {} on this machine ({why})", t.describe()),
